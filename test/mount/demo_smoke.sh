@@ -36,6 +36,7 @@ done
 # Copy-up: a regular file holding the base menu plus the appended line.
 menu=$T/upper-downtown/menu.txt
 [[ -f $menu && ! -L $menu ]] || fail "$menu is not a regular file"
+# shellcheck disable=SC2016  # the literal text the demo appends
 expected=$(cat "$src/examples/shops/base/menu.txt"; echo '4. Cold Brew - $5')
 [[ $(cat "$menu") == "$expected" ]] || fail "$menu does not hold the base menu plus cold brew: $(cat "$menu")"
 
