@@ -1,0 +1,75 @@
+// Node: one inode of the merged tree as the kernel sees it (one FUSE nodeid).
+//
+// Directories hold an fd per layer that contributes to them, so looking up a child is one
+// fstatat per layer relative to those fds. Non-directories hold no fd at all: they are reached
+// as (parent directory fd in their layer, name). That keeps the daemon's fd count proportional
+// to the directories the kernel holds, not to every file a walk touched (RLIMIT_NOFILE), and
+// saves a syscall per lookup. A non-directory whose last known name is removed while the kernel
+// still holds it gets an O_PATH fd ("detached") first.
+//
+// Lock order: Node::copy_up_mu of an ancestor before that of a descendant; Node::mu is a leaf
+// (never held while taking another lock or doing I/O beyond an fd copy); InodeTable's mutex is a
+// leaf too.
+#pragma once
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "strata/unique_fd.h"
+
+namespace strata {
+
+struct Node;
+using NodePtr = std::shared_ptr<Node>;
+
+// A directory of one layer that is part of a merged directory.
+struct DirLayer {
+  int layer;     // 0 = upper
+  UniqueFd fd;   // O_RDONLY|O_DIRECTORY
+};
+
+// What identifies a node, so that a second lookup of the same object finds the same nodeid:
+// the real (dev, ino) of its top object. A lower file with several hard links is given one node
+// per name (parent+name added), because copying one name up breaks the link, as in the kernel.
+struct NodeKey {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  const Node* parent = nullptr;
+  std::string name;
+  bool operator==(const NodeKey&) const = default;
+};
+
+struct NodeKeyHash {
+  size_t operator()(const NodeKey& k) const noexcept {
+    size_t h = std::hash<uint64_t>()(k.ino) ^ (std::hash<uint64_t>()(k.dev) << 1);
+    if (k.parent) h ^= std::hash<const void*>()(k.parent) ^ std::hash<std::string>()(k.name);
+    return h;
+  }
+};
+
+struct Node : std::enable_shared_from_this<Node> {
+  Node(mode_t type_, uint64_t ino_) : type(type_), ino(ino_) {}
+  bool is_dir() const { return S_ISDIR(type); }
+
+  const mode_t type;   // S_IFMT bits; a name that changes type gets a new node
+  const uint64_t ino;  // st_ino shown for this node, for its whole life (also across copy-up)
+  std::atomic<uint64_t> nlookup{0};
+  std::mutex copy_up_mu;  // serialises copy-up (and directory-content moves) of this node
+
+  mutable std::mutex mu;  // guards everything below
+  NodePtr parent;         // null for the root
+  std::string name;       // the name in parent this node was last reached by
+  int layer = -1;         // layer of the top object (0 = upper)
+  std::vector<DirLayer> dirs;  // directories only: contributing layers, upper first
+  std::string lower_path;      // directories only: where their lower parts live, from the layer roots
+  UniqueFd detached;      // non-directories whose known name was removed: an O_PATH fd
+  NodeKey key;
+  bool unlinked = false;  // removed from the merged tree (open files may still use it)
+};
+
+}  // namespace strata

@@ -1,0 +1,130 @@
+// Overlay: the FUSE-free engine. Every operation a mounted overlay needs, on Nodes, returning
+// Result. The FUSE adapter (src/fs) maps nodeids to Nodes and turns each Result into one reply;
+// unit tests drive this class directly on temporary directories.
+#pragma once
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "strata/copy_up.h"
+#include "strata/inode_table.h"
+#include "strata/layers.h"
+#include "strata/readdir.h"
+#include "strata/resolve.h"
+#include "strata/result.h"
+#include "strata/trace.h"
+
+namespace strata {
+
+struct Caller {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct Entry {
+  NodePtr node;
+  struct stat attr {};
+};
+
+// setattr request, independent of FUSE's bit layout.
+struct AttrChange {
+  bool mode = false, uid = false, gid = false, size = false, atime = false, mtime = false;
+  bool atime_now = false, mtime_now = false, ctime = false;
+  struct stat values {};
+};
+
+// Counters for the SIGUSR1 summary and tests.
+struct OverlayStats {
+  std::atomic<uint64_t> copyups{0}, copyup_bytes{0}, whiteouts{0}, opaque_dirs{0};
+  std::vector<std::atomic<uint64_t>> lookups_per_layer;
+  std::atomic<uint64_t> negative_lookups{0};
+};
+
+class Overlay {
+ public:
+  Overlay(std::unique_ptr<LayerStack> stack, Tracer* tracer);
+  Status init();
+
+  const LayerStack& stack() const { return *stack_; }
+  InodeTable& table() { return table_; }
+  const NodePtr& root() const { return root_; }
+  OverlayStats& stats() { return stats_; }
+  Tracer* tracer() const { return tracer_; }
+
+  // The merged path of a node, for messages and traces ("/etc/passwd").
+  std::string path_of(const Node& node) const;
+
+  // Lookups count for the kernel: each successful lookup/create/link adds one (forget removes).
+  Result<Entry> lookup(const NodePtr& parent, std::string_view name);
+  void forget(Node* node, uint64_t n) { table_.forget(node, n); }
+  Result<struct stat> getattr(const NodePtr& node);
+  Result<struct stat> setattr(const NodePtr& node, const AttrChange& change, int open_fd);
+  Result<std::string> readlink(const NodePtr& node);
+
+  Result<Entry> mknod(const NodePtr& parent, std::string_view name, mode_t mode, dev_t rdev, Caller who);
+  Result<Entry> mkdir(const NodePtr& parent, std::string_view name, mode_t mode, Caller who);
+  Result<Entry> symlink(const NodePtr& parent, std::string_view name, const std::string& target, Caller who);
+  Result<std::pair<Entry, UniqueFd>> create(const NodePtr& parent, std::string_view name, mode_t mode,
+                                             int flags, Caller who);
+  Result<Entry> link(const NodePtr& node, const NodePtr& new_parent, std::string_view new_name);
+  Status unlink(const NodePtr& parent, std::string_view name);
+  Status rmdir(const NodePtr& parent, std::string_view name);
+  Status rename(const NodePtr& old_parent, std::string_view old_name, const NodePtr& new_parent,
+                std::string_view new_name, unsigned flags);
+
+  // Open a non-directory; opening for writing (or O_TRUNC) copies it up first.
+  Result<UniqueFd> open(const NodePtr& node, int flags);
+  Result<std::vector<MergedEntry>> read_dir(const NodePtr& dir);
+  Result<struct statvfs> statfs();
+
+  Result<std::string> getxattr(const NodePtr& node, const std::string& attr);
+  Result<std::vector<std::string>> listxattr(const NodePtr& node);
+  Status setxattr(const NodePtr& node, const std::string& attr, std::string_view value, int flags);
+  Status removexattr(const NodePtr& node, const std::string& attr);
+
+  // Make sure `node` (and all its ancestors) exist in the upper layer.
+  Status copy_up(const NodePtr& node, bool with_data = true);
+
+  // Called when the daemon changed what getattr shows for a node behind the kernel's back (a
+  // directory copied up becomes merged: its nlink changes): the adapter invalidates its cache.
+  std::function<void(Node*)> on_attr_changed;
+
+ private:
+  struct Location {  // how to reach a node's top object: (dirfd, name), name "" = dirfd itself
+    NodePtr keep;    // holds the parent alive while the fd is used
+    int dirfd = -1;
+    std::string name;
+    int layer = -1;
+  };
+  Result<Location> locate(const NodePtr& node) const;
+  DirView view_of(const Node& dir) const;
+  int upper_fd_of(const Node& dir) const;  // -1 if not in the upper
+  Result<Entry> intern(const NodePtr& parent, std::string_view name, Resolution&& res);
+  NodePtr node_of(const NodePtr& parent, std::string_view name, const Resolution& res) const;
+  Status mark_dir_for_move(const NodePtr& dir, const NodePtr& new_parent, std::string_view new_name);
+  Status ensure_writable() const;
+  Result<int> prepare_upper_parent(const NodePtr& parent);
+  Status fix_owner(int dirfd, const char* name, const NodePtr& parent, Caller who, mode_t mode, bool is_link);
+  template <class MakeFn>
+  Result<Entry> create_object(const NodePtr& parent, std::string_view name, bool is_dir, Caller who,
+                              mode_t mode, bool is_link, MakeFn make);
+  Status remove_entry(const NodePtr& parent, std::string_view name, bool want_dir);
+  Status clear_dir_in_upper(int upper_dirfd, const std::string& name);
+  Status whiteout_upper_entry(int upper_dirfd, const std::string& name);
+  void detach_node_at(int upper_dirfd, const std::string& name, const Node* parent);
+  void note_whiteout(const NodePtr& parent, std::string_view name, const char* how);
+
+  std::unique_ptr<LayerStack> stack_;
+  Tracer* tracer_;
+  InodeTable table_;
+  NodePtr root_;
+  OverlayStats stats_;
+};
+
+}  // namespace strata

@@ -1,0 +1,73 @@
+// Union lookup: which layer answers for a name in a merged directory, following the kernel
+// overlayfs rules (Documentation/filesystems/overlayfs.rst): upper first, then the lowers top to
+// bottom; a whiteout hides the name below it; a non-directory hides everything below it; a
+// directory merges with the directories of the same name below, until one that is opaque;
+// a redirect (renamed merged directory) sends the lower search to another path.
+//
+// Each step is one fstatat of a single name relative to a layer directory fd, never following
+// symlinks, so nothing in a layer can lead the daemon outside it.
+#pragma once
+#include <sys/stat.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/layers.h"
+#include "strata/node.h"
+#include "strata/result.h"
+#include "strata/whiteout.h"
+
+namespace strata {
+
+// A merged directory's layers as plain fds (borrowed from its Node for the call).
+struct DirView {
+  struct Entry {
+    int layer;
+    int fd;
+  };
+  std::vector<Entry> layers;  // upper first
+  std::string lower_path;
+};
+
+// What happened at one layer: the story `strata which` and the lookup trace tell.
+struct LayerVerdict {
+  enum Kind {
+    Absent,          // no such name in this layer
+    Found,           // the answer (or a directory that merges)
+    Whiteout,        // a char-device whiteout hides the name here and below
+    AufsWhiteout,    // a .wh.NAME file hides it
+    Opaque,          // found a directory that is opaque: nothing below is merged
+    NotMerged,       // a non-directory below a directory: ignored
+    Redirect,        // found a directory whose lower part lives elsewhere
+  };
+  int layer;
+  Kind kind;
+  mode_t type = 0;
+  std::string detail;  // opaque kind, redirect target
+};
+const char* describe(LayerVerdict::Kind kind);
+
+struct Resolution {
+  bool found = false;
+  struct stat st {};           // the top object
+  int layer = -1;              // its layer
+  std::vector<DirLayer> dirs;  // directories: an fd per contributing layer, upper first
+  std::string lower_path;      // directories: their path in the lower layers
+  bool merged = false;         // directory with more than one contributing layer
+  std::vector<LayerVerdict> trail;  // filled only when asked for
+};
+
+// Resolve `name` in the merged directory `parent`. ENOENT is a normal answer (found=false,
+// and the trail says why); real errors (EACCES, ENAMETOOLONG, EIO) are returned as errors.
+Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
+                                 std::string_view name, bool want_trail);
+
+// Does `name` exist (not whited out) in any lower layer of `parent`, i.e. does removing it from
+// the upper need a whiteout?
+bool lower_has_name(const LayerStack& stack, const DirView& parent, std::string_view name);
+
+// The root of the merged tree.
+Result<Resolution> resolve_root(const LayerStack& stack);
+
+}  // namespace strata

@@ -1,0 +1,44 @@
+// The whiteout/opaque codec: how deletions and opaque directories are written on disk and read
+// back. Writes use the kernel overlayfs format (char device 0/0, overlay.opaque=y xattr) so an
+// upper written by strata-fs mounts under the kernel overlay. Reads also accept the OCI/aufs form
+// (`.wh.NAME` files, `.wh..wh..opq`) that image layers and podman's stored layers use.
+#pragma once
+#include <sys/stat.h>
+
+#include <string>
+#include <string_view>
+
+#include "strata/layers.h"
+#include "strata/result.h"
+
+namespace strata {
+
+inline constexpr std::string_view kAufsWhiteoutPrefix = ".wh.";
+inline constexpr std::string_view kAufsOpaqueMarker = ".wh..wh..opq";
+
+inline bool is_whiteout(const struct stat& st) { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
+// Any `.wh.` name is a marker, never a visible entry.
+inline bool is_aufs_marker_name(std::string_view name) { return name.starts_with(kAufsWhiteoutPrefix); }
+
+enum class OpaqueKind { None, TrustedXattr, UserXattr, AufsMarker };
+const char* describe(OpaqueKind kind);
+
+// Markers found on a directory in a layer: opaque (stops merging below) and redirect (the path
+// in the lower layers its content comes from, set when a merged directory was renamed).
+struct DirMarkers {
+  OpaqueKind opaque = OpaqueKind::None;
+  std::string redirect;
+};
+DirMarkers read_dir_markers(int dirfd);
+
+// Is `name` deleted in this layer directory by an aufs-style `.wh.name` file?
+bool has_aufs_whiteout(int dirfd, std::string_view name);
+
+// Whiteout `name` in the upper directory `dirfd` (the name must not exist there).
+Status make_whiteout(const LayerStack& stack, int dirfd, const char* name);
+Status set_opaque(const LayerStack& stack, int fd);
+Status set_redirect(const LayerStack& stack, int fd, const std::string& path);
+// Names of the xattrs that are ours and never show through the mount.
+bool is_private_xattr(std::string_view attr);
+
+}  // namespace strata

@@ -1,0 +1,144 @@
+#include "strata/layers.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <fmt/format.h>
+
+#include "strata/fs_util.h"
+#include "strata/sys.h"
+
+namespace strata {
+
+namespace {
+
+std::unexpected<std::string> path_error(std::string_view what, const std::string& path, int err) {
+  return std::unexpected(fmt::format("{} {}: {}", what, path, sys::errno_text(err)));
+}
+
+std::expected<Layer, std::string> open_layer(std::string_view what, const std::string& path, int index) {
+  auto fd = sys::openat(AT_FDCWD, path.c_str(), O_RDONLY | O_DIRECTORY);
+  if (!fd) {
+    if (fd.error() == ENOTDIR) return path_error(what, path, ENOTDIR);
+    return path_error(what, path, fd.error());
+  }
+  auto st = sys::fstat(fd->get());
+  if (!st) return path_error(what, path, st.error());
+  Layer layer;
+  layer.index = index;
+  layer.path = path;
+  layer.root = std::move(*fd);
+  layer.dev = st->st_dev;
+  return layer;
+}
+
+std::string canonical(const std::string& path) {
+  char buf[PATH_MAX];
+  if (!::realpath(path.c_str(), buf)) return path;
+  return buf;
+}
+
+bool is_inside(const std::string& inner, const std::string& outer) {
+  return inner == outer || (inner.starts_with(outer) && (outer == "/" || inner[outer.size()] == '/'));
+}
+
+}  // namespace
+
+std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const MountOptions& opts) {
+  auto stack = std::make_unique<LayerStack>();
+  stack->volatile_mode_ = opts.volatile_mode;
+  if (opts.lowerdirs.empty())
+    return std::unexpected("lowerdir: missing; give at least one layer: -o lowerdir=DIR[:DIR...]");
+  if (!opts.upperdir.empty() && opts.workdir.empty())
+    return std::unexpected(fmt::format("upperdir {}: needs workdir=DIR on the same filesystem", opts.upperdir));
+  if (opts.upperdir.empty() && !opts.workdir.empty())
+    return std::unexpected(fmt::format("workdir {}: given without upperdir=DIR", opts.workdir));
+
+  stack->layers_.emplace_back();  // slot 0: the upper (stays closed on a read-only mount)
+  if (!opts.upperdir.empty()) {
+    auto upper = open_layer("upperdir", opts.upperdir, 0);
+    if (!upper) return std::unexpected(upper.error());
+    stack->layers_[0] = std::move(*upper);
+    auto work = open_layer("workdir", opts.workdir, -1);
+    if (!work) return std::unexpected(work.error());
+    if (work->dev != stack->layers_[0].dev)
+      return std::unexpected(fmt::format("workdir {}: not on the same filesystem as upperdir {}",
+                                         opts.workdir, opts.upperdir));
+    std::string cu = canonical(opts.upperdir), cw = canonical(opts.workdir);
+    if (is_inside(cw, cu))
+      return std::unexpected(fmt::format("workdir {}: must not be inside upperdir {}", opts.workdir, opts.upperdir));
+    if (is_inside(cu, cw))
+      return std::unexpected(fmt::format("upperdir {}: must not be inside workdir {}", opts.upperdir, opts.workdir));
+    stack->workdir_ = std::move(work->root);
+    stack->workdir_path_ = opts.workdir;
+  } else {
+    stack->layers_[0].path = "(none: read-only)";
+  }
+  for (size_t i = 0; i < opts.lowerdirs.size(); ++i) {
+    auto lower = open_layer("lowerdir", opts.lowerdirs[i], int(i) + 1);
+    if (!lower) return std::unexpected(lower.error());
+    stack->layers_.push_back(std::move(*lower));
+  }
+  // The upper's filesystem is fs index 0, so its inode numbers show unchanged.
+  uint64_t next = 0;
+  for (auto& layer : stack->layers_)
+    if (layer.root && !stack->dev_index_.contains(layer.dev)) stack->dev_index_[layer.dev] = next++;
+  return stack;
+}
+
+std::expected<void, std::string> LayerStack::prepare_workdir() {
+  if (!has_upper()) return {};
+  if (::flock(workdir_.get(), LOCK_EX | LOCK_NB) < 0)
+    return std::unexpected(fmt::format("workdir {}: {}", workdir_path_,
+                                       errno == EWOULDBLOCK ? "in use by another strata-fs mount"
+                                                            : sys::errno_text(errno)));
+  if (::mkdirat(workdir_.get(), "work", 0700) < 0 && errno != EEXIST)
+    return path_error("workdir", workdir_path_ + "/work", errno);
+  auto work = sys::openat(workdir_.get(), "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!work) return path_error("workdir", workdir_path_ + "/work", work.error());
+  work_ = std::move(*work);
+  // Anything left here is a copy-up, whiteout or removal a crash interrupted: never visible,
+  // so removing it completes or undoes that step.
+  if (auto r = remove_children(work_.get()); !r)
+    return path_error("workdir", workdir_path_ + "/work", r.error());
+
+  // Probe: can we write trusted.* xattrs and char-device whiteouts on the upper filesystem?
+  const char* probe = "#strata-probe";
+  ::unlinkat(work_.get(), probe, 0);
+  if (::mknodat(work_.get(), probe, S_IFCHR | 0, makedev(0, 0)) == 0) {
+    chardev_whiteouts_ = true;
+  } else {
+    chardev_whiteouts_ = false;
+    auto f = sys::openat(work_.get(), probe, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    if (!f) return path_error("workdir", workdir_path_, f.error());
+  }
+  if (auto r = sys::setxattr(work_.get(), probe, "trusted.overlay.strata-probe", "y"); r) {
+    xattr_prefix_ = "trusted.";
+  } else {
+    if (auto ru = sys::setxattr(work_.get(), probe, "user.overlay.strata-probe", "y"); !ru && !chardev_whiteouts_) {
+      ::unlinkat(work_.get(), probe, 0);
+      return std::unexpected(fmt::format("upperdir {}: the filesystem supports neither trusted nor user xattrs ({})",
+                                         layers_[0].path, sys::errno_text(ru.error())));
+    }
+    xattr_prefix_ = "user.";
+  }
+  ::unlinkat(work_.get(), probe, 0);
+  return {};
+}
+
+uint64_t LayerStack::presented_ino(dev_t dev, ino_t ino) const {
+  uint64_t index;
+  {
+    std::lock_guard lock(dev_mu_);
+    auto [it, inserted] = dev_index_.try_emplace(dev, dev_index_.size());
+    index = it->second;
+  }
+  return index == 0 ? uint64_t(ino) : (uint64_t(ino) ^ (index << 56));
+}
+
+}  // namespace strata

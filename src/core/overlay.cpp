@@ -1,0 +1,516 @@
+#include "strata/overlay.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+
+#include <climits>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "strata/fs_util.h"
+#include "strata/sys.h"
+#include "strata/whiteout.h"
+
+namespace strata {
+
+namespace {
+
+
+int empty_flag(const std::string& name) { return name.empty() ? AT_EMPTY_PATH : 0; }
+
+std::string layer_label(const LayerStack& stack, int layer) {
+  return layer == 0 ? fmt::format("upper {}", stack.layer(0).path)
+                    : fmt::format("lower {} {}", layer, stack.layer(layer).path);
+}
+
+}  // namespace
+
+Overlay::Overlay(std::unique_ptr<LayerStack> stack, Tracer* tracer)
+    : stack_(std::move(stack)), tracer_(tracer) {
+  stats_.lookups_per_layer = std::vector<std::atomic<uint64_t>>(stack_->layer_count());
+}
+
+Status Overlay::init() {
+  auto res = resolve_root(*stack_);
+  if (!res) return fail(res.error());
+  const auto& top = res->dirs.front();
+  root_ = std::make_shared<Node>(S_IFDIR, presented_ino_of(*stack_, top.layer, top.fd.get(), "", res->st));
+  root_->layer = res->layer;
+  root_->dirs = std::move(res->dirs);
+  root_->nlookup = 1;
+  return {};
+}
+
+std::string Overlay::path_of(const Node& node) const {
+  std::vector<std::string> parts;
+  const Node* cur = &node;
+  NodePtr hold;
+  while (cur) {
+    std::lock_guard lock(cur->mu);
+    if (!cur->parent) break;
+    parts.push_back(cur->name);
+    hold = cur->parent;
+    cur = hold.get();
+  }
+  if (parts.empty()) return "/";
+  std::string out;
+  for (auto it = parts.rbegin(); it != parts.rend(); ++it) out += "/" + *it;
+  return out;
+}
+
+DirView Overlay::view_of(const Node& dir) const {
+  DirView view;
+  std::lock_guard lock(dir.mu);
+  view.layers.reserve(dir.dirs.size());
+  for (const auto& d : dir.dirs) view.layers.push_back({d.layer, d.fd.get()});
+  view.lower_path = dir.lower_path;
+  return view;
+}
+
+int Overlay::upper_fd_of(const Node& dir) const {
+  std::lock_guard lock(dir.mu);
+  return !dir.dirs.empty() && dir.dirs.front().layer == 0 ? dir.dirs.front().fd.get() : -1;
+}
+
+Result<Overlay::Location> Overlay::locate(const NodePtr& node) const {
+  Location loc;
+  {
+    std::lock_guard lock(node->mu);
+    if (node->is_dir()) {
+      if (node->dirs.empty()) return fail(ESTALE);
+      loc.dirfd = node->dirs.front().fd.get();
+      loc.layer = node->dirs.front().layer;
+      return loc;
+    }
+    loc.layer = node->layer;
+    if (node->detached) {
+      loc.dirfd = node->detached.get();
+      return loc;
+    }
+    loc.keep = node->parent;
+    loc.name = node->name;
+  }
+  if (!loc.keep) return fail(ESTALE);
+  std::lock_guard lock(loc.keep->mu);
+  for (const auto& d : loc.keep->dirs)
+    if (d.layer == loc.layer) {
+      loc.dirfd = d.fd.get();
+      return loc;
+    }
+  return fail(ESTALE);
+}
+
+Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Resolution&& res) {
+  const struct stat& st = res.st;
+  const bool is_dir = S_ISDIR(st.st_mode);
+  uint64_t ino;
+  if (is_dir) {
+    const auto& top = res.dirs.front();
+    ino = presented_ino_of(*stack_, top.layer, top.fd.get(), "", st);
+  } else {
+    int dirfd = -1;
+    {
+      std::lock_guard lock(parent->mu);
+      for (const auto& d : parent->dirs)
+        if (d.layer == res.layer) dirfd = d.fd.get();
+    }
+    std::string n(name);
+    ino = dirfd >= 0 ? presented_ino_of(*stack_, res.layer, dirfd, n.c_str(), st)
+                     : stack_->presented_ino(st.st_dev, st.st_ino);
+  }
+  NodeKey key{st.st_dev, st.st_ino, nullptr, {}};
+  if (!is_dir && res.layer != 0 && st.st_nlink > 1) {  // lower hard links: one node per name
+    key.parent = parent.get();
+    key.name = name;
+  }
+  bool created = false;
+  NodePtr node = table_.intern(key, [&] {
+    created = true;
+    auto n = std::make_shared<Node>(st.st_mode & S_IFMT, ino);
+    n->parent = parent;
+    n->name = name;
+    n->layer = res.layer;
+    n->dirs = std::move(res.dirs);
+    n->lower_path = std::move(res.lower_path);
+    return n;
+  });
+  struct stat attr = st;
+  {
+    std::lock_guard lock(node->mu);
+    if (!created && !is_dir && !node->detached) {  // another name of the same file: remember this one
+      node->parent = parent;
+      node->name = name;
+    }
+    attr.st_ino = node->ino;
+    if (is_dir && node->dirs.size() > 1) attr.st_nlink = 1;  // as the kernel: merged dirs show 1
+  }
+  return Entry{std::move(node), attr};
+}
+
+Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name) {
+  DirView view = view_of(*parent);
+  const bool tracing = tracer_ && tracer_->on(kTraceLookup);
+  auto res = resolve_child(*stack_, view, name, tracing);
+  if (!res) return fail(res.error());
+  if (res->found) stats_.lookups_per_layer[res->layer].fetch_add(1, std::memory_order_relaxed);
+  else stats_.negative_lookups.fetch_add(1, std::memory_order_relaxed);
+  if (tracing) {
+    std::string dir = path_of(*parent);
+    std::string path = dir == "/" ? "/" + std::string(name) : dir + "/" + std::string(name);
+    std::string story, verdict = res->found ? "found" : "not found";
+    std::string answered = "-", layer_dir = "-";
+    for (const auto& v : res->trail) {
+      if (!story.empty()) story += "; ";
+      story += fmt::format("{}: {}", layer_label(*stack_, v.layer), describe(v.kind));
+      if (!v.detail.empty()) story += fmt::format(" ({})", v.detail);
+      if (v.kind == LayerVerdict::Whiteout || v.kind == LayerVerdict::AufsWhiteout) {
+        if (!res->found) verdict = fmt::format("hidden by whiteout in {}", stack_->layer(v.layer).path);
+      }
+    }
+    if (res->found) {
+      answered = std::to_string(res->layer);
+      layer_dir = stack_->layer(res->layer).path;
+      verdict = fmt::format("from layer {} ({})", res->layer, layer_dir);
+      if (res->merged) verdict += fmt::format(", merged with {} more", res->dirs.size() - 1);
+    } else if (verdict == "not found" && !view.layers.empty()) {
+      // The parent is opaque somewhere: say where the search was cut.
+      verdict = "not found in any layer";
+    }
+    tracer_->emit(kTraceLookup, fmt::format("{}: {} [{}]", path, verdict, story),
+                  {field("path", path), field("found", std::string(res->found ? "yes" : "no")),
+                   field("layer", answered), field("layer_dir", layer_dir), field("verdict", verdict),
+                   field("trail", story)});
+  }
+  if (!res->found) return fail(ENOENT);
+  return intern(parent, name, std::move(*res));
+}
+
+Result<struct stat> Overlay::getattr(const NodePtr& node) {
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  auto st = sys::fstatat(loc->dirfd, loc->name.c_str(), AT_SYMLINK_NOFOLLOW | empty_flag(loc->name));
+  if (!st) return st;
+  st->st_ino = node->ino;
+  if (node->is_dir()) {
+    std::lock_guard lock(node->mu);
+    if (node->dirs.size() > 1) st->st_nlink = 1;
+  }
+  return st;
+}
+
+Result<std::string> Overlay::readlink(const NodePtr& node) {
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  return sys::readlinkat(loc->dirfd, loc->name.c_str());
+}
+
+Status Overlay::ensure_writable() const {
+  if (!stack_->has_upper()) return fail(EROFS);
+  return {};
+}
+
+Status Overlay::copy_up(const NodePtr& node, bool with_data) {
+  STRATA_TRY(ensure_writable());
+  NodePtr parent;
+  auto in_upper = [&] {
+    std::lock_guard lock(node->mu);
+    parent = node->parent;
+    return node->is_dir() ? (!node->dirs.empty() && node->dirs.front().layer == 0) : node->layer == 0;
+  };
+  if (in_upper()) return {};
+  if (!parent) return fail(EIO);  // the root is always in the upper of a writable mount
+  STRATA_TRY(copy_up(parent, true));
+  std::lock_guard copy_lock(node->copy_up_mu);
+  if (in_upper()) return {};
+  {
+    std::lock_guard lock(node->mu);
+    if (node->detached) return fail(ESTALE);  // removed from the tree: nothing to copy it to
+  }
+  auto src = locate(node);
+  if (!src) return fail(src.error());
+  int upper_parent = upper_fd_of(*parent);
+  if (upper_parent < 0) return fail(EIO);
+  std::string name;
+  {
+    std::lock_guard lock(node->mu);
+    name = node->name;
+  }
+  auto st = sys::fstatat(src->dirfd, src->name.c_str(), AT_SYMLINK_NOFOLLOW | empty_flag(src->name));
+  if (!st) return fail(st.error());
+  CopyUpRequest req;
+  req.src_dirfd = src->dirfd;
+  req.src_name = src->name;
+  req.src_st = *st;
+  req.dst_dirfd = upper_parent;
+  req.dst_name = name;
+  req.with_data = with_data;
+  req.presented_ino = node->ino;
+  auto report = copy_up_object(*stack_, req);
+  if (!report) {
+    if (tracer_ && tracer_->on(kTraceError))
+      tracer_->emit(kTraceError, fmt::format("copy-up of {} failed: {}", path_of(*node), sys::errno_text(report.error())),
+                    {field("op", std::string("copyup")), field("path", path_of(*node)),
+                     field("errno", uint64_t(report.error()))});
+    return fail(report.error());
+  }
+  auto upper_st = sys::fstatat(upper_parent, name.c_str());
+  if (!upper_st) return fail(upper_st.error());
+  if (node->is_dir()) {
+    auto fd = sys::openat(upper_parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd) return fail(fd.error());
+    std::lock_guard lock(node->mu);
+    node->dirs.insert(node->dirs.begin(), DirLayer{0, std::move(*fd)});
+    node->layer = 0;
+  } else {
+    std::lock_guard lock(node->mu);
+    node->layer = 0;
+  }
+  table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
+  stats_.copyups.fetch_add(1, std::memory_order_relaxed);
+  stats_.copyup_bytes.fetch_add(report->bytes, std::memory_order_relaxed);
+  if (on_attr_changed && node->is_dir()) on_attr_changed(node.get());
+  if (tracer_ && tracer_->on(kTraceCopyup)) {
+    std::string path = path_of(*node);
+    double ms = report->nanoseconds / 1e6;
+    tracer_->emit(kTraceCopyup,
+                  fmt::format("{}: copied up from {} to {}: {} bytes by {}{} in {:.3f} ms", path,
+                              layer_label(*stack_, src->layer), stack_->layer(0).path, report->bytes,
+                              report->method, with_data ? "" : " (data skipped: truncated)", ms),
+                  {field("path", path), field("from_layer", uint64_t(src->layer)),
+                   field("from_dir", stack_->layer(src->layer).path), field("bytes", report->bytes),
+                   field("method", std::string(report->method)), field("ns", report->nanoseconds)});
+  }
+  return {};
+}
+
+Status Overlay::fix_owner(int dirfd, const char* name, const NodePtr& parent, Caller who, mode_t mode,
+                          bool is_link) {
+  gid_t gid = who.gid;
+  int upper_parent = upper_fd_of(*parent);
+  auto pst = sys::fstat(upper_parent);
+  if (pst && (pst->st_mode & S_ISGID)) {
+    gid = pst->st_gid;  // BSD group semantics of a setgid directory
+    if (S_ISDIR(mode)) mode |= S_ISGID;
+  }
+  auto st = sys::fstatat(dirfd, name);
+  if (!st) return fail(st.error());
+  if (st->st_uid != who.uid || st->st_gid != gid)
+    if (::fchownat(dirfd, name, who.uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return fail_errno();
+  // chown clears setuid/setgid, and mkdir ignores S_ISGID: set the exact mode last.
+  if (!is_link && (mode & 07000) && (st->st_mode & 07777) != (mode & 07777))
+    if (::fchmodat(dirfd, name, mode & 07777, 0) < 0) return fail_errno();
+  return {};
+}
+
+void Overlay::note_whiteout(const NodePtr& parent, std::string_view name, const char* how) {
+  stats_.whiteouts.fetch_add(1, std::memory_order_relaxed);
+  if (!tracer_ || !tracer_->on(kTraceWhiteout)) return;
+  std::string dir = path_of(*parent);
+  std::string path = dir == "/" ? "/" + std::string(name) : dir + "/" + std::string(name);
+  tracer_->emit(kTraceWhiteout,
+                fmt::format("{}: whiteout written in upper {} ({}) to hide the lower layers' {}", path,
+                            stack_->layer(0).path, how, std::string(name)),
+                {field("path", path), field("upper", stack_->layer(0).path), field("form", std::string(how))});
+}
+
+template <class MakeFn>
+Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view name_view, bool is_dir,
+                                     Caller who, mode_t mode, bool is_link, MakeFn make) {
+  STRATA_TRY(ensure_writable());
+  if (name_view.size() > NAME_MAX) return fail(ENAMETOOLONG);
+  if (is_aufs_marker_name(name_view)) return fail(EINVAL);  // would be read back as a marker
+  STRATA_TRY(copy_up(parent));
+  const std::string name(name_view);
+  const int up = upper_fd_of(*parent);
+  const int work = stack_->work_fd();
+  bool over_whiteout = false, over_aufs = false;
+  if (auto st = sys::fstatat(up, name.c_str()); st) {
+    if (!is_whiteout(*st)) return fail(EEXIST);
+    over_whiteout = true;
+  } else if (st.error() != ENOENT) {
+    return fail(st.error());
+  } else {
+    over_aufs = has_aufs_whiteout(up, name);
+  }
+  if (!over_whiteout) {
+    STRATA_TRY(make(up, name.c_str()));
+    if (auto r = fix_owner(up, name.c_str(), parent, who, mode, is_link); !r) {
+      remove_tree(up, name.c_str());
+      return fail(r.error());
+    }
+    if (over_aufs) {
+      if (is_dir) {
+        auto fd = sys::openat(up, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        if (fd) set_opaque(*stack_, fd->get());
+      }
+      ::unlinkat(up, (std::string(kAufsWhiteoutPrefix) + name).c_str(), 0);
+    }
+  } else {
+    // Build it in the staging dir, then swap it with the whiteout in one rename.
+    const std::string tmp = staging_name("new");
+    STRATA_TRY(make(work, tmp.c_str()));
+    auto undo = [&](int err) -> Result<Entry> {
+      remove_tree(work, tmp.c_str());
+      return fail(err);
+    };
+    if (auto r = fix_owner(work, tmp.c_str(), parent, who, mode, is_link); !r) return undo(r.error());
+    if (is_dir) {
+      auto fd = sys::openat(work, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      if (!fd) return undo(fd.error());
+      if (auto r = set_opaque(*stack_, fd->get()); !r) return undo(r.error());
+      stats_.opaque_dirs.fetch_add(1, std::memory_order_relaxed);
+      if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) return undo(r.error());
+      ::unlinkat(work, tmp.c_str(), 0);  // the whiteout it replaced
+      if (tracer_ && tracer_->on(kTraceOpaque)) {
+        std::string path = path_of(*parent) + (path_of(*parent) == "/" ? "" : "/") + name;
+        tracer_->emit(kTraceOpaque,
+                      fmt::format("{}: new directory over a whiteout made opaque ({}overlay.opaque=y in upper {}): "
+                                  "nothing below shows through",
+                                  path, stack_->xattr_prefix(), stack_->layer(0).path),
+                      {field("path", path), field("upper", stack_->layer(0).path)});
+      }
+    } else {
+      if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), 0); !r) return undo(r.error());
+    }
+  }
+  if (on_attr_changed) on_attr_changed(parent.get());
+  return lookup(parent, name);
+}
+
+Result<Entry> Overlay::mknod(const NodePtr& parent, std::string_view name, mode_t mode, dev_t rdev, Caller who) {
+  return create_object(parent, name, false, who, mode, false, [&](int dirfd, const char* n) -> Status {
+    if (::mknodat(dirfd, n, mode, rdev) < 0) return fail_errno();
+    return {};
+  });
+}
+
+Result<Entry> Overlay::mkdir(const NodePtr& parent, std::string_view name, mode_t mode, Caller who) {
+  return create_object(parent, name, true, who, mode | S_IFDIR, false, [&](int dirfd, const char* n) -> Status {
+    if (::mkdirat(dirfd, n, mode & 07777) < 0) return fail_errno();
+    return {};
+  });
+}
+
+Result<Entry> Overlay::symlink(const NodePtr& parent, std::string_view name, const std::string& target,
+                               Caller who) {
+  return create_object(parent, name, false, who, S_IFLNK | 0777, true, [&](int dirfd, const char* n) -> Status {
+    if (::symlinkat(target.c_str(), dirfd, n) < 0) return fail_errno();
+    return {};
+  });
+}
+
+Result<std::pair<Entry, UniqueFd>> Overlay::create(const NodePtr& parent, std::string_view name, mode_t mode,
+                                                    int flags, Caller who) {
+  UniqueFd fd;
+  int open_flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_CREAT | O_EXCL | O_NOFOLLOW;
+  auto entry = create_object(parent, name, false, who, mode | S_IFREG, false, [&](int dirfd, const char* n) -> Status {
+    auto r = sys::openat(dirfd, n, open_flags, mode & 07777);
+    if (!r) return fail(r.error());
+    fd = std::move(*r);
+    return {};
+  });
+  if (!entry) return fail(entry.error());
+  return std::pair<Entry, UniqueFd>{std::move(*entry), std::move(fd)};
+}
+
+void Overlay::detach_node_at(int upper_dirfd, const std::string& name, const Node* parent) {
+  auto st = sys::fstatat(upper_dirfd, name.c_str());
+  if (!st) return;
+  NodePtr node = table_.find(NodeKey{st->st_dev, st->st_ino, nullptr, {}});
+  if (!node) return;
+  std::lock_guard lock(node->mu);
+  if (node->is_dir()) {
+    node->unlinked = true;
+    return;
+  }
+  if (node->detached || node->parent.get() != parent || node->name != name) return;
+  if (auto fd = sys::openat(upper_dirfd, name.c_str(), O_PATH | O_NOFOLLOW); fd) node->detached = std::move(*fd);
+}
+
+Status Overlay::whiteout_upper_entry(int up, const std::string& name) {
+  const int work = stack_->work_fd();
+  if (stack_->chardev_whiteouts()) {
+    // The kernel's way: a whiteout made aside and swapped in, so the name never shows the lower
+    // object in between, even across a crash.
+    const std::string tmp = staging_name("whiteout");
+    if (::mknodat(work, tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+      if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) {
+        ::unlinkat(work, tmp.c_str(), 0);
+        return r;
+      }
+      return remove_tree(work, tmp.c_str());
+    }
+    if (errno != EPERM) return fail_errno();
+  }
+  STRATA_TRY(remove_tree(up, name.c_str()));
+  return make_whiteout(*stack_, up, name.c_str());
+}
+
+Status Overlay::clear_dir_in_upper(int up, const std::string& name) {
+  // Remove an upper directory whose merged view is empty but which may still hold whiteouts.
+  if (::unlinkat(up, name.c_str(), AT_REMOVEDIR) == 0 || errno == ENOENT) return {};
+  if (errno != ENOTEMPTY && errno != EEXIST) return fail_errno();
+  const std::string tmp = staging_name("rmdir");
+  STRATA_TRY(sys::renameat2(up, name.c_str(), stack_->work_fd(), tmp.c_str(), 0));
+  return remove_tree(stack_->work_fd(), tmp.c_str());
+}
+
+Status Overlay::remove_entry(const NodePtr& parent, std::string_view name_view, bool want_dir) {
+  STRATA_TRY(ensure_writable());
+  const std::string name(name_view);
+  auto res = resolve_child(*stack_, view_of(*parent), name, false);
+  if (!res) return fail(res.error());
+  if (!res->found) return fail(ENOENT);
+  const bool is_dir = S_ISDIR(res->st.st_mode);
+  if (want_dir && !is_dir) return fail(ENOTDIR);
+  if (!want_dir && is_dir) return fail(EISDIR);
+  if (is_dir) {
+    DirView dir;
+    for (const auto& d : res->dirs) dir.layers.push_back({d.layer, d.fd.get()});
+    auto entries = read_merged_dir(*stack_, dir, true);
+    if (!entries) return fail(entries.error());
+    if (!entries->empty()) return fail(ENOTEMPTY);
+  }
+  STRATA_TRY(copy_up(parent));
+  const int up = upper_fd_of(*parent);
+  const bool need_whiteout = lower_has_name(*stack_, view_of(*parent), name);
+
+  // The node for this name, if the kernel holds one: it leaves the tree.
+  NodeKey key{res->st.st_dev, res->st.st_ino, nullptr, {}};
+  if (!is_dir && res->layer != 0 && res->st.st_nlink > 1) {
+    key.parent = parent.get();
+    key.name = name;
+  }
+  NodePtr node = table_.find(key);
+
+  if (res->layer == 0) {
+    detach_node_at(up, name, parent.get());
+    if (need_whiteout) {
+      STRATA_TRY(whiteout_upper_entry(up, name));
+      note_whiteout(parent, name, stack_->chardev_whiteouts() ? "char device 0/0, swapped in" : ".wh. file");
+    } else if (is_dir) {
+      STRATA_TRY(clear_dir_in_upper(up, name));
+    } else if (::unlinkat(up, name.c_str(), 0) < 0) {
+      return fail_errno();
+    }
+  } else {
+    STRATA_TRY(make_whiteout(*stack_, up, name.c_str()));
+    note_whiteout(parent, name, stack_->chardev_whiteouts() ? "char device 0/0" : ".wh. file");
+  }
+  if (node && (is_dir || res->layer != 0 || res->st.st_nlink <= 1)) {
+    {
+      std::lock_guard lock(node->mu);
+      node->unlinked = true;
+    }
+    table_.unhash(node.get());
+  }
+  return {};
+}
+
+Status Overlay::unlink(const NodePtr& parent, std::string_view name) { return remove_entry(parent, name, false); }
+Status Overlay::rmdir(const NodePtr& parent, std::string_view name) { return remove_entry(parent, name, true); }
+
+}  // namespace strata

@@ -1,0 +1,158 @@
+// Opening, attributes, directory listings, statfs and xattrs of the merged tree.
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "strata/overlay.h"
+#include "strata/sys.h"
+#include "strata/whiteout.h"
+
+namespace strata {
+
+namespace {
+
+constexpr const char* kLayerXattr = "user.strata.layer";
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+
+int at_empty(const std::string& name) { return name.empty() ? AT_EMPTY_PATH : 0; }
+
+bool is_write_open(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
+
+}  // namespace
+
+Result<UniqueFd> Overlay::open(const NodePtr& node, int flags) {
+  if (node->is_dir()) return fail(EISDIR);
+  const bool write = is_write_open(flags);
+  if (write) {
+    STRATA_TRY(ensure_writable());
+    // An O_TRUNC open throws the data away: copy only the metadata.
+    STRATA_TRY(copy_up(node, !(flags & O_TRUNC)));
+  }
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  int clean = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW;
+  auto fd = loc->name.empty() ? sys::reopen(loc->dirfd, clean) : sys::openat(loc->dirfd, loc->name.c_str(), clean);
+  if (tracer_ && tracer_->on(kTraceOpen)) {
+    std::string path = path_of(*node);
+    tracer_->emit(kTraceOpen,
+                  fmt::format("{}: opened {} in layer {} ({}){}", path, write ? "for writing" : "read-only",
+                              loc->layer, stack_->layer(loc->layer).path,
+                              fd ? "" : fmt::format(": {}", sys::errno_text(fd.error()))),
+                  {field("path", path), field("layer", uint64_t(loc->layer)),
+                   field("layer_dir", stack_->layer(loc->layer).path),
+                   field("mode", std::string(write ? "write" : "read"))});
+  }
+  return fd;
+}
+
+Result<struct stat> Overlay::setattr(const NodePtr& node, const AttrChange& c, int open_fd) {
+  STRATA_TRY(ensure_writable());
+  const bool only_truncate_to_zero = c.size && c.values.st_size == 0;
+  STRATA_TRY(copy_up(node, !only_truncate_to_zero));
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  const int dirfd = loc->dirfd;
+  const char* name = loc->name.c_str();
+  const int flags = AT_SYMLINK_NOFOLLOW | at_empty(loc->name);
+  if (c.uid || c.gid) {
+    if (::fchownat(dirfd, name, c.uid ? c.values.st_uid : uid_t(-1), c.gid ? c.values.st_gid : gid_t(-1), flags) < 0)
+      return fail_errno();
+  }
+  if (c.mode && !S_ISLNK(node->type)) {
+    if (syscall(SYS_fchmodat2, dirfd, name, c.values.st_mode & 07777, flags) < 0) return fail_errno();
+  }
+  if (c.size) {
+    if (open_fd >= 0) {
+      if (::ftruncate(open_fd, c.values.st_size) < 0) return fail_errno();
+    } else {
+      auto fd = loc->name.empty() ? sys::reopen(dirfd, O_WRONLY) : sys::openat(dirfd, name, O_WRONLY | O_NOFOLLOW);
+      if (!fd) return fail(fd.error());
+      if (::ftruncate(fd->get(), c.values.st_size) < 0) return fail_errno();
+    }
+  }
+  if (c.atime || c.mtime) {
+    struct timespec ts[2];
+    ts[0] = c.atime ? (c.atime_now ? timespec{0, UTIME_NOW} : c.values.st_atim) : timespec{0, UTIME_OMIT};
+    ts[1] = c.mtime ? (c.mtime_now ? timespec{0, UTIME_NOW} : c.values.st_mtim) : timespec{0, UTIME_OMIT};
+    if (::utimensat(dirfd, name, ts, flags) < 0) return fail_errno();
+  }
+  return getattr(node);
+}
+
+Result<std::vector<MergedEntry>> Overlay::read_dir(const NodePtr& dir) {
+  DirView view = view_of(*dir);
+  auto entries = read_merged_dir(*stack_, view);
+  if (tracer_ && tracer_->on(kTraceReaddir)) {
+    std::string layers;
+    for (const auto& l : view.layers) layers += fmt::format("{}{}", layers.empty() ? "" : ", ", stack_->layer(l.layer).path);
+    std::string path = path_of(*dir);
+    tracer_->emit(kTraceReaddir,
+                  fmt::format("{}: {} entries merged from {} layer(s): {}", path, entries ? entries->size() : 0,
+                              view.layers.size(), layers),
+                  {field("path", path), field("entries", uint64_t(entries ? entries->size() : 0)),
+                   field("layers", layers)});
+  }
+  return entries;
+}
+
+Result<struct statvfs> Overlay::statfs() {
+  struct statvfs sv;
+  int fd = stack_->has_upper() ? stack_->upper().root.get() : stack_->layer(1).root.get();
+  if (::fstatvfs(fd, &sv) < 0) return fail_errno();
+  return sv;
+}
+
+Result<std::string> Overlay::getxattr(const NodePtr& node, const std::string& attr) {
+  if (attr == kLayerXattr) {  // virtual: which layer this object comes from
+    std::lock_guard lock(node->mu);
+    int layer = node->is_dir() ? node->dirs.front().layer : node->layer;
+    return stack_->layer(layer).path;
+  }
+  if (is_private_xattr(attr)) return fail(ENODATA);
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  return sys::getxattr(loc->dirfd, loc->name.c_str(), attr.c_str());
+}
+
+Result<std::vector<std::string>> Overlay::listxattr(const NodePtr& node) {
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  auto names = sys::listxattr(loc->dirfd, loc->name.c_str());
+  if (!names) return names;
+  std::erase_if(*names, [](const std::string& a) { return is_private_xattr(a); });
+  return names;
+}
+
+Status Overlay::setxattr(const NodePtr& node, const std::string& attr, std::string_view value, int flags) {
+  if (attr == kLayerXattr || is_private_xattr(attr)) return fail(EPERM);
+  STRATA_TRY(ensure_writable());
+  STRATA_TRY(copy_up(node));
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  if (tracer_ && tracer_->on(kTraceXattr))
+    tracer_->emit(kTraceXattr, fmt::format("{}: set {}", path_of(*node), attr),
+                  {field("path", path_of(*node)), field("xattr", attr)});
+  return sys::setxattr(loc->dirfd, loc->name.c_str(), attr.c_str(), value, flags);
+}
+
+Status Overlay::removexattr(const NodePtr& node, const std::string& attr) {
+  if (attr == kLayerXattr || is_private_xattr(attr)) return fail(EPERM);
+  STRATA_TRY(ensure_writable());
+  // Nothing to remove is answered without a copy-up.
+  if (auto v = getxattr(node, attr); !v) return fail(v.error());
+  STRATA_TRY(copy_up(node));
+  auto loc = locate(node);
+  if (!loc) return fail(loc.error());
+  if (tracer_ && tracer_->on(kTraceXattr))
+    tracer_->emit(kTraceXattr, fmt::format("{}: removed {}", path_of(*node), attr),
+                  {field("path", path_of(*node)), field("xattr", attr)});
+  return sys::removexattr(loc->dirfd, loc->name.c_str(), attr.c_str());
+}
+
+}  // namespace strata

@@ -1,0 +1,211 @@
+#include "strata/resolve.h"
+
+#include <fcntl.h>
+#include <limits.h>
+
+#include "strata/sys.h"
+
+namespace strata {
+
+const char* describe(LayerVerdict::Kind kind) {
+  switch (kind) {
+    case LayerVerdict::Absent: return "not there";
+    case LayerVerdict::Found: return "found";
+    case LayerVerdict::Whiteout: return "whiteout";
+    case LayerVerdict::AufsWhiteout: return "whiteout (.wh. file)";
+    case LayerVerdict::Opaque: return "found, opaque: stops the search";
+    case LayerVerdict::NotMerged: return "hidden by the directory above";
+    case LayerVerdict::Redirect: return "found, redirected";
+  }
+  return "?";
+}
+
+namespace {
+
+// Walk `path` (relative, '/'-separated) from a layer root one directory at a time.
+Result<UniqueFd> open_dir_path(int root, const std::string& path) {
+  auto cur = sys::openat(root, ".", O_RDONLY | O_DIRECTORY);
+  if (!cur) return cur;
+  size_t pos = 0;
+  while (pos < path.size()) {
+    size_t slash = path.find('/', pos);
+    std::string part = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    pos = slash == std::string::npos ? path.size() : slash + 1;
+    if (part.empty()) continue;
+    auto next = sys::openat(cur->get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!next) return next;
+    cur = std::move(next);
+  }
+  return cur;
+}
+
+std::string join(const std::string& dir, std::string_view name) {
+  std::string out = dir;
+  if (!out.empty()) out += '/';
+  out.append(name);
+  return out;
+}
+
+struct Search {
+  const LayerStack& stack;
+  bool want_trail;
+  Resolution res;
+
+  void note(int layer, LayerVerdict::Kind kind, mode_t type = 0, std::string detail = {}) {
+    if (want_trail) res.trail.push_back({layer, kind, type, std::move(detail)});
+  }
+
+  enum class Step { Continue, Stop };
+
+  // One layer: `fd` is the directory to look `name` up in. Returns whether to go on below.
+  Result<Step> visit(int layer, int fd, std::string_view name, std::string* redirect_out) {
+    std::string n(name);
+    struct stat st;
+    if (::fstatat(fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+      int err = errno;
+      if (err != ENOENT && err != ENOTDIR) return fail(err);
+      if (has_aufs_whiteout(fd, name)) {
+        note(layer, LayerVerdict::AufsWhiteout);
+        return Step::Stop;
+      }
+      note(layer, LayerVerdict::Absent);
+      return Step::Continue;
+    }
+    if (is_whiteout(st)) {
+      note(layer, LayerVerdict::Whiteout);
+      return Step::Stop;
+    }
+    if (res.found && !S_ISDIR(st.st_mode)) {  // a non-dir below a merged dir is not merged
+      note(layer, LayerVerdict::NotMerged, st.st_mode & S_IFMT);
+      return Step::Stop;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      res.found = true;
+      res.st = st;
+      res.layer = layer;
+      note(layer, LayerVerdict::Found, st.st_mode & S_IFMT);
+      return Step::Stop;
+    }
+    auto dir = sys::openat(fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!dir) return fail(dir.error());
+    DirMarkers markers = read_dir_markers(dir->get());
+    if (!res.found) {
+      res.found = true;
+      res.st = st;
+      res.layer = layer;
+    }
+    res.dirs.push_back({layer, std::move(*dir)});
+    if (markers.opaque != OpaqueKind::None) {
+      note(layer, LayerVerdict::Opaque, S_IFDIR, describe(markers.opaque));
+      return Step::Stop;
+    }
+    if (!markers.redirect.empty()) {
+      note(layer, LayerVerdict::Redirect, S_IFDIR, markers.redirect);
+      *redirect_out = markers.redirect;
+    } else {
+      note(layer, LayerVerdict::Found, S_IFDIR);
+    }
+    return Step::Continue;
+  }
+};
+
+}  // namespace
+
+Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent, std::string_view name,
+                                 bool want_trail) {
+  if (name.size() > NAME_MAX) return fail(ENAMETOOLONG);
+  Search s{stack, want_trail, {}};
+  if (is_aufs_marker_name(name)) return std::move(s.res);  // markers are never visible entries
+  std::string lower_path = join(parent.lower_path, name);
+  std::string redirect;
+  size_t i = 0;
+  // Phase 1: the parent's own layer fds, in order.
+  for (; i < parent.layers.size(); ++i) {
+    const auto& e = parent.layers[i];
+    auto step = s.visit(e.layer, e.fd, name, &redirect);
+    if (!step) return fail(step.error());
+    if (*step == Search::Step::Stop) break;
+    if (!redirect.empty()) {
+      ++i;
+      break;
+    }
+  }
+  // Phase 2: a redirect sends the rest of the lower search to another path, walked from the
+  // layer roots (absolute) or beside the old name in the parent (relative).
+  while (!redirect.empty() && s.res.found) {
+    int from_layer = s.res.dirs.back().layer + 1;
+    std::string target = redirect;
+    redirect.clear();
+    if (target.starts_with('/')) {
+      lower_path = target.substr(1);
+      for (int layer = from_layer; layer <= stack.lower_count(); ++layer) {
+        size_t slash = lower_path.rfind('/');
+        std::string dir_part = slash == std::string::npos ? "" : lower_path.substr(0, slash);
+        std::string leaf = slash == std::string::npos ? lower_path : lower_path.substr(slash + 1);
+        auto dirfd = open_dir_path(stack.layer(layer).root.get(), dir_part);
+        if (!dirfd) {
+          s.note(layer, LayerVerdict::Absent);
+          continue;
+        }
+        auto step = s.visit(layer, dirfd->get(), leaf, &redirect);
+        if (!step) return fail(step.error());
+        if (*step == Search::Step::Stop || !redirect.empty()) break;
+      }
+      i = parent.layers.size();
+    } else {
+      lower_path = join(parent.lower_path, target);
+      for (; i < parent.layers.size(); ++i) {
+        const auto& e = parent.layers[i];
+        if (e.layer < from_layer) continue;
+        auto step = s.visit(e.layer, e.fd, target, &redirect);
+        if (!step) return fail(step.error());
+        if (*step == Search::Step::Stop) {
+          i = parent.layers.size();
+          break;
+        }
+        if (!redirect.empty()) {
+          ++i;
+          break;
+        }
+      }
+    }
+  }
+  if (s.res.found && S_ISDIR(s.res.st.st_mode)) {
+    s.res.lower_path = lower_path;
+    s.res.merged = s.res.dirs.size() > 1;
+  }
+  return std::move(s.res);
+}
+
+bool lower_has_name(const LayerStack& stack, const DirView& parent, std::string_view name) {
+  DirView lowers;
+  for (const auto& e : parent.layers)
+    if (e.layer != 0) lowers.layers.push_back(e);
+  lowers.lower_path = parent.lower_path;
+  auto r = resolve_child(stack, lowers, name, false);
+  return r && r->found;
+}
+
+Result<Resolution> resolve_root(const LayerStack& stack) {
+  Search s{stack, false, {}};
+  for (int layer = stack.has_upper() ? 0 : 1; layer < stack.layer_count(); ++layer) {
+    int root = stack.layer(layer).root.get();
+    auto st = sys::fstat(root);
+    if (!st) return fail(st.error());
+    auto fd = sys::openat(root, ".", O_RDONLY | O_DIRECTORY);
+    if (!fd) return fail(fd.error());
+    DirMarkers markers = read_dir_markers(fd->get());
+    if (!s.res.found) {
+      s.res.found = true;
+      s.res.st = *st;
+      s.res.layer = layer;
+    }
+    s.res.dirs.push_back({layer, std::move(*fd)});
+    if (markers.opaque != OpaqueKind::None) break;
+  }
+  s.res.merged = s.res.dirs.size() > 1;
+  return std::move(s.res);
+}
+
+}  // namespace strata
+

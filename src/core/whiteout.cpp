@@ -1,0 +1,81 @@
+#include "strata/whiteout.h"
+
+#include <fcntl.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "strata/sys.h"
+
+namespace strata {
+
+const char* describe(OpaqueKind kind) {
+  switch (kind) {
+    case OpaqueKind::None: return "not opaque";
+    case OpaqueKind::TrustedXattr: return "xattr trusted.overlay.opaque=y";
+    case OpaqueKind::UserXattr: return "xattr user.overlay.opaque=y";
+    case OpaqueKind::AufsMarker: return "marker .wh..wh..opq";
+  }
+  return "?";
+}
+
+DirMarkers read_dir_markers(int dirfd) {
+  DirMarkers markers;
+  // One listxattr answers "no markers" for the common directory without any xattr.
+  if (auto names = sys::listxattr(dirfd, ""); names) {
+    for (const auto& attr : *names) {
+      bool trusted = attr == "trusted.overlay.opaque", user = attr == "user.overlay.opaque";
+      if ((trusted || user) && markers.opaque == OpaqueKind::None) {
+        // "x" marks a dir with opaque whiteouts inside (kernel xwhiteouts), not an opaque dir.
+        if (auto v = sys::getxattr(dirfd, "", attr.c_str()); v && *v == "y")
+          markers.opaque = trusted ? OpaqueKind::TrustedXattr : OpaqueKind::UserXattr;
+      } else if ((attr == "trusted.overlay.redirect" || attr == "user.overlay.redirect") &&
+                 markers.redirect.empty()) {
+        if (auto v = sys::getxattr(dirfd, "", attr.c_str()); v) markers.redirect = *v;
+      }
+    }
+  }
+  if (markers.opaque == OpaqueKind::None) {
+    struct stat st;
+    if (::fstatat(dirfd, std::string(kAufsOpaqueMarker).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0)
+      markers.opaque = OpaqueKind::AufsMarker;
+  }
+  return markers;
+}
+
+bool has_aufs_whiteout(int dirfd, std::string_view name) {
+  std::string marker(kAufsWhiteoutPrefix);
+  marker.append(name);
+  if (marker.size() > 255) return false;
+  struct stat st;
+  return ::fstatat(dirfd, marker.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+Status make_whiteout(const LayerStack& stack, int dirfd, const char* name) {
+  if (stack.chardev_whiteouts()) {
+    if (::mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) == 0) return {};
+    if (errno != EPERM) return fail_errno();
+  }
+  std::string marker(kAufsWhiteoutPrefix);
+  marker.append(name);
+  if (marker.size() > 255) return fail(ENAMETOOLONG);
+  auto fd = sys::openat(dirfd, marker.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0);
+  if (!fd) return fail(fd.error());
+  return {};
+}
+
+Status set_opaque(const LayerStack& stack, int fd) {
+  return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.opaque").c_str(), "y");
+}
+
+Status set_redirect(const LayerStack& stack, int fd, const std::string& path) {
+  return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.redirect").c_str(), path);
+}
+
+bool is_private_xattr(std::string_view attr) {
+  return attr.starts_with("trusted.overlay.") || attr.starts_with("user.overlay.") ||
+         attr.starts_with("trusted.strata.") || attr.starts_with("user.strata.");
+}
+
+}  // namespace strata

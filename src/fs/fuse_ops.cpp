@@ -1,0 +1,463 @@
+#include "fuse_ops.h"
+
+#include <fcntl.h>
+#include <dirent.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "strata/log.h"
+#include "strata/sys.h"
+
+namespace strata::fs {
+
+namespace {
+
+Daemon& daemon_of(fuse_req_t req) { return *static_cast<Daemon*>(fuse_req_userdata(req)); }
+
+NodePtr node_of(fuse_req_t req, fuse_ino_t ino) {
+  if (ino == FUSE_ROOT_ID) return daemon_of(req).overlay->root();
+  return reinterpret_cast<Node*>(ino)->shared_from_this();
+}
+
+struct FileHandle {
+  UniqueFd fd;
+  NodePtr node;
+};
+
+struct DirHandle {
+  std::vector<MergedEntry> entries;
+  uint64_t self_ino = 0, parent_ino = 0;
+};
+
+FileHandle* file_of(struct fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
+DirHandle* dir_of(struct fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
+
+// Every handler body runs inside this: bad_alloc becomes ENOMEM, anything else EIO and a log line.
+template <class F>
+void guarded(fuse_req_t req, const char* op, F&& body) {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (const std::exception& e) {
+    log_error("{}: internal error: {}", op, e.what());
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    log_error("{}: internal error", op);
+    fuse_reply_err(req, EIO);
+  }
+}
+
+Caller caller_of(fuse_req_t req) {
+  const struct fuse_ctx* ctx = fuse_req_ctx(req);
+  return Caller{ctx->uid, ctx->gid};
+}
+
+struct fuse_entry_param entry_param(fuse_req_t req, const Entry& e) {
+  Daemon& d = daemon_of(req);
+  struct fuse_entry_param p;
+  std::memset(&p, 0, sizeof p);
+  p.ino = nodeid_of(d, e.node.get());
+  p.attr = e.attr;
+  p.attr_timeout = d.timeout;
+  p.entry_timeout = d.timeout;
+  return p;
+}
+
+void reply_entry(fuse_req_t req, const Result<Entry>& e) {
+  if (!e) {
+    fuse_reply_err(req, e.error());
+    return;
+  }
+  auto p = entry_param(req, *e);
+  if (fuse_reply_entry(req, &p) == -ENOENT)  // the request was interrupted: undo the lookup
+    daemon_of(req).overlay->forget(e->node.get(), 1);
+}
+
+void reply_status(fuse_req_t req, const Status& s) { fuse_reply_err(req, s ? 0 : s.error()); }
+
+void op_init(void* userdata, struct fuse_conn_info* conn) {
+  (void)userdata;
+  auto want = [&](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  want(FUSE_CAP_ATOMIC_O_TRUNC);  // O_TRUNC reaches open: a lower file is then copied without data
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  want(FUSE_CAP_CACHE_SYMLINKS);
+  want(FUSE_CAP_SPLICE_READ);
+  want(FUSE_CAP_SPLICE_WRITE);
+  want(FUSE_CAP_SPLICE_MOVE);
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_READDIRPLUS_AUTO);
+  conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  conn->max_write = 1u << 20;
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "lookup", [&] {
+    Daemon& d = daemon_of(req);
+    auto e = d.overlay->lookup(node_of(req, parent), name);
+    if (!e && e.error() == ENOENT) {
+      // A negative entry the kernel may cache: all changes to the tree come through us.
+      struct fuse_entry_param p;
+      std::memset(&p, 0, sizeof p);
+      p.entry_timeout = d.timeout;
+      fuse_reply_entry(req, &p);
+      return;
+    }
+    reply_entry(req, e);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  if (ino != FUSE_ROOT_ID) daemon_of(req).overlay->forget(reinterpret_cast<Node*>(ino), nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i)
+    if (forgets[i].ino != FUSE_ROOT_ID)
+      daemon_of(req).overlay->forget(reinterpret_cast<Node*>(forgets[i].ino), forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  guarded(req, "getattr", [&] {
+    Daemon& d = daemon_of(req);
+    NodePtr node = node_of(req, ino);
+    auto st = d.overlay->getattr(node);
+    if (!st && fi && !node->is_dir() && file_of(fi)) {  // unlinked but open: ask the open file
+      st = sys::fstat(file_of(fi)->fd.get());
+      if (st) st->st_ino = node->ino;
+    }
+    if (!st) return (void)fuse_reply_err(req, st.error());
+    fuse_reply_attr(req, &*st, d.timeout);
+  });
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, struct fuse_file_info* fi) {
+  guarded(req, "setattr", [&] {
+    Daemon& d = daemon_of(req);
+    AttrChange c;
+    c.mode = to_set & FUSE_SET_ATTR_MODE;
+    c.uid = to_set & FUSE_SET_ATTR_UID;
+    c.gid = to_set & FUSE_SET_ATTR_GID;
+    c.size = to_set & FUSE_SET_ATTR_SIZE;
+    c.atime = to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW);
+    c.mtime = to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW);
+    c.atime_now = to_set & FUSE_SET_ATTR_ATIME_NOW;
+    c.mtime_now = to_set & FUSE_SET_ATTR_MTIME_NOW;
+    c.values = *attr;
+    NodePtr node = node_of(req, ino);
+    int fd = fi && !node->is_dir() && file_of(fi) ? file_of(fi)->fd.get() : -1;
+    auto st = d.overlay->setattr(node, c, fd);
+    if (!st) return (void)fuse_reply_err(req, st.error());
+    fuse_reply_attr(req, &*st, d.timeout);
+  });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  guarded(req, "readlink", [&] {
+    auto target = daemon_of(req).overlay->readlink(node_of(req, ino));
+    if (!target) return (void)fuse_reply_err(req, target.error());
+    fuse_reply_readlink(req, target->c_str());
+  });
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  guarded(req, "mknod", [&] {
+    reply_entry(req, daemon_of(req).overlay->mknod(node_of(req, parent), name, mode, rdev, caller_of(req)));
+  });
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  guarded(req, "mkdir", [&] {
+    reply_entry(req, daemon_of(req).overlay->mkdir(node_of(req, parent), name, mode, caller_of(req)));
+  });
+}
+
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  guarded(req, "symlink", [&] {
+    reply_entry(req, daemon_of(req).overlay->symlink(node_of(req, parent), name, target, caller_of(req)));
+  });
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  guarded(req, "link", [&] {
+    reply_entry(req, daemon_of(req).overlay->link(node_of(req, ino), node_of(req, newparent), newname));
+  });
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "unlink", [&] { reply_status(req, daemon_of(req).overlay->unlink(node_of(req, parent), name)); });
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "rmdir", [&] { reply_status(req, daemon_of(req).overlay->rmdir(node_of(req, parent), name)); });
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+               unsigned int flags) {
+  guarded(req, "rename", [&] {
+    reply_status(req, daemon_of(req).overlay->rename(node_of(req, parent), name, node_of(req, newparent), newname,
+                                                     flags));
+  });
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  guarded(req, "open", [&] {
+    NodePtr node = node_of(req, ino);
+    auto fd = daemon_of(req).overlay->open(node, fi->flags);
+    if (!fd) return (void)fuse_reply_err(req, fd.error());
+    auto* fh = new FileHandle{std::move(*fd), node};
+    fi->fh = reinterpret_cast<uint64_t>(fh);
+    fi->keep_cache = 1;  // every change to the file's data comes through this mount
+    if (fuse_reply_open(req, fi) == -ENOENT) delete fh;
+  });
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, struct fuse_file_info* fi) {
+  guarded(req, "create", [&] {
+    Daemon& d = daemon_of(req);
+    auto r = d.overlay->create(node_of(req, parent), name, mode, fi->flags, caller_of(req));
+    if (!r) return (void)fuse_reply_err(req, r.error());
+    auto& [entry, fd] = *r;
+    auto* fh = new FileHandle{std::move(fd), entry.node};
+    fi->fh = reinterpret_cast<uint64_t>(fh);
+    fi->keep_cache = 1;
+    auto p = entry_param(req, entry);
+    if (fuse_reply_create(req, &p, fi) == -ENOENT) {
+      d.overlay->forget(entry.node.get(), 1);
+      delete fh;
+    }
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, struct fuse_file_info* fi) {
+  struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = file_of(fi)->fd.get();
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off, struct fuse_file_info* fi) {
+  struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+  out.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = file_of(fi)->fd.get();
+  out.buf[0].pos = off;
+  ssize_t n = fuse_buf_copy(&out, in, fuse_buf_copy_flags(0));
+  if (n < 0) fuse_reply_err(req, int(-n));
+  else fuse_reply_write(req, size_t(n));
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  delete file_of(fi);
+  fuse_reply_err(req, 0);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, struct fuse_file_info* fi) {
+  if (daemon_of(req).volatile_mode) return (void)fuse_reply_err(req, 0);
+  int fd = file_of(fi)->fd.get();
+  int r = datasync ? ::fdatasync(fd) : ::fsync(fd);
+  fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, struct fuse_file_info* fi) {
+  int r = ::fallocate(file_of(fi)->fd.get(), mode, off, len);
+  fuse_reply_err(req, r < 0 ? errno : 0);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, struct fuse_file_info* fi) {
+  off_t r = ::lseek(file_of(fi)->fd.get(), off, whence);
+  if (r < 0) fuse_reply_err(req, errno);
+  else fuse_reply_lseek(req, r);
+}
+
+void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, struct fuse_file_info* fi_in, fuse_ino_t,
+                        off_t off_out, struct fuse_file_info* fi_out, size_t len, int flags) {
+  loff_t in = off_in, out = off_out;
+  ssize_t n = ::copy_file_range(file_of(fi_in)->fd.get(), &in, file_of(fi_out)->fd.get(), &out, len, flags);
+  if (n < 0) fuse_reply_err(req, errno);
+  else fuse_reply_write(req, size_t(n));
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  guarded(req, "opendir", [&] {
+    Daemon& d = daemon_of(req);
+    NodePtr node = node_of(req, ino);
+    auto entries = d.overlay->read_dir(node);
+    if (!entries) return (void)fuse_reply_err(req, entries.error());
+    auto* dh = new DirHandle;
+    dh->entries = std::move(*entries);
+    dh->self_ino = node->ino;
+    NodePtr parent;
+    {
+      std::lock_guard lock(node->mu);
+      parent = node->parent;
+    }
+    dh->parent_ino = parent ? parent->ino : node->ino;
+    fi->fh = reinterpret_cast<uint64_t>(dh);
+    fi->cache_readdir = 0;
+    if (fuse_reply_open(req, fi) == -ENOENT) delete dh;
+  });
+}
+
+// Offsets: 1 and 2 are "." and "..", entry i is offset i + 3 (the offset of the *next* entry is
+// what the kernel passes back, so a listing can resume anywhere: seekdir/telldir are stable).
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi, bool plus) {
+  guarded(req, "readdir", [&] {
+    Daemon& d = daemon_of(req);
+    DirHandle* dh = dir_of(fi);
+    std::string buf(size, '\0');
+    size_t used = 0;
+    NodePtr dir = plus ? node_of(req, ino) : nullptr;
+    for (off_t i = off; ; ++i) {
+      std::string name;
+      struct fuse_entry_param e;
+      std::memset(&e, 0, sizeof e);
+      NodePtr looked_up;
+      if (i == 0 || i == 1) {
+        name = i == 0 ? "." : "..";
+        e.attr.st_ino = i == 0 ? dh->self_ino : dh->parent_ino;
+        e.attr.st_mode = S_IFDIR;
+      } else {
+        size_t idx = size_t(i - 2);
+        if (idx >= dh->entries.size()) break;
+        const MergedEntry& m = dh->entries[idx];
+        name = m.name;
+        e.attr.st_ino = m.ino;
+        e.attr.st_mode = DTTOIF(m.d_type);
+        if (plus) {
+          auto entry = d.overlay->lookup(dir, m.name);
+          if (entry) {
+            e = entry_param(req, *entry);
+            looked_up = entry->node;
+          }
+        }
+      }
+      size_t need = plus ? fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, i + 1)
+                         : fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &e.attr, i + 1);
+      if (need > size - used) {
+        if (looked_up) d.overlay->forget(looked_up.get(), 1);  // not sent: the kernel won't count it
+        break;
+      }
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, fi, true);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  delete dir_of(fi);
+  fuse_reply_err(req, 0);
+}
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t, int, struct fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  guarded(req, "statfs", [&] {
+    auto sv = daemon_of(req).overlay->statfs();
+    if (!sv) return (void)fuse_reply_err(req, sv.error());
+    fuse_reply_statfs(req, &*sv);
+  });
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  guarded(req, "getxattr", [&] {
+    auto v = daemon_of(req).overlay->getxattr(node_of(req, ino), name);
+    if (!v) return (void)fuse_reply_err(req, v.error());
+    if (size == 0) return (void)fuse_reply_xattr(req, v->size());
+    if (v->size() > size) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, v->data(), v->size());
+  });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  guarded(req, "listxattr", [&] {
+    auto names = daemon_of(req).overlay->listxattr(node_of(req, ino));
+    if (!names) return (void)fuse_reply_err(req, names.error());
+    std::string joined;
+    for (const auto& n : *names) {
+      joined += n;
+      joined += '\0';
+    }
+    if (size == 0) return (void)fuse_reply_xattr(req, joined.size());
+    if (joined.size() > size) return (void)fuse_reply_err(req, ERANGE);
+    fuse_reply_buf(req, joined.data(), joined.size());
+  });
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  guarded(req, "setxattr", [&] {
+    reply_status(req, daemon_of(req).overlay->setxattr(node_of(req, ino), name, std::string_view(value, size), flags));
+  });
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  guarded(req, "removexattr", [&] { reply_status(req, daemon_of(req).overlay->removexattr(node_of(req, ino), name)); });
+}
+
+const struct fuse_lowlevel_ops kOps = [] {
+  struct fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.setattr = op_setattr;
+  ops.readlink = op_readlink;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.symlink = op_symlink;
+  ops.link = op_link;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.rename = op_rename;
+  ops.open = op_open;
+  ops.create = op_create;
+  ops.read = op_read;
+  ops.write_buf = op_write_buf;
+  ops.flush = op_flush;
+  ops.release = op_release;
+  ops.fsync = op_fsync;
+  ops.fallocate = op_fallocate;
+  ops.lseek = op_lseek;
+  ops.copy_file_range = op_copy_file_range;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.fsyncdir = op_fsyncdir;
+  ops.statfs = op_statfs;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.setxattr = op_setxattr;
+  ops.removexattr = op_removexattr;
+  return ops;
+}();
+
+}  // namespace
+
+fuse_ino_t nodeid_of(const Daemon& daemon, const Node* node) {
+  return node == daemon.overlay->root().get() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(node);
+}
+
+const struct fuse_lowlevel_ops& lowlevel_ops() { return kOps; }
+
+}  // namespace strata::fs

@@ -1,0 +1,196 @@
+// strata-fs: command line, checks, mount, daemonize, session loop.
+// A drop-in for fuse-overlayfs: `strata-fs [-f] [-d] [-s] -o OPTIONS MOUNTPOINT`, and the
+// `strata-fs SOURCE MOUNTPOINT -o OPTIONS` form that mount.fuse3 produces.
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fmt/format.h>
+#include <string>
+#include <vector>
+
+#include "fuse_ops.h"
+#include "strata/layers.h"
+#include "strata/options.h"
+#include "strata/overlay.h"
+#include "strata/sys.h"
+#include "strata/trace.h"
+
+using namespace strata;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: strata-fs [-f] [-d] [-s] -o lowerdir=L1[:L2...][,upperdir=U,workdir=W][,OPTIONS] MOUNTPOINT\n"
+    "       strata-fs SOURCE MOUNTPOINT -o OPTIONS      (as run by mount -t fuse.strata-fs)\n"
+    "\n"
+    "A userspace overlay filesystem: one writable upper directory over read-only lower\n"
+    "directories, in the kernel overlayfs on-disk format.\n"
+    "\n"
+    "  -f            stay in the foreground\n"
+    "  -d            debug: foreground, log every FUSE request\n"
+    "  -s            single-threaded\n"
+    "  -o OPTIONS    comma-separated; may be given several times\n"
+    "  --version     print the version\n"
+    "  --help        this text\n"
+    "\n"
+    "options:\n"
+    "  lowerdir=L1:L2:...     read-only layers, uppermost first (\\: escapes a colon)\n"
+    "  upperdir=DIR           writable layer (without it the mount is read-only)\n"
+    "  workdir=DIR            staging directory on the upper's filesystem\n"
+    "  timeout=SECONDS        kernel entry/attribute cache time (default 86400)\n"
+    "  volatile, fsync=0      skip fsync (podman --rm, build steps)\n"
+    "  trace=CATEGORIES       all, or lookup+readdir+open+copyup+whiteout+opaque+rename+xattr+error\n"
+    "  trace_file=PATH        where trace lines go (default: stderr in the foreground)\n"
+    "  trace_format=text|json one line per event\n"
+    "  plus the generic mount options (allow_other, ro, nodev, nosuid, fsname=, ...) and the\n"
+    "  options fuse-overlayfs accepts; see strata-fs(1).\n";
+
+[[noreturn]] void die(const std::string& message) {
+  std::string line = "strata-fs: " + message + "\n";
+  [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
+  ::_exit(1);
+}
+
+void raise_fd_limit() {
+  // Directory nodes hold an fd per layer; take all the descriptors we may have.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  rlim_t want = rl.rlim_max;
+  if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "r")) {
+    unsigned long nr = 0;
+    if (std::fscanf(f, "%lu", &nr) == 1 && nr > want) {
+      struct rlimit bigger = {nr, nr};
+      if (setrlimit(RLIMIT_NOFILE, &bigger) == 0) want = nr;
+    }
+    std::fclose(f);
+  }
+  rl.rlim_cur = want;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+struct CommandLine {
+  MountOptions opts;
+  std::string mountpoint;
+  bool foreground = false, debug = false, single_thread = false;
+};
+
+CommandLine parse_command_line(int argc, char** argv) {
+  CommandLine cl;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--version" || a == "-V") {
+      std::printf("strata-fs version %s\nFUSE library version %s\n", STRATA_VERSION, fuse_pkgversion());
+      std::exit(0);
+    } else if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (a == "-f") {
+      cl.foreground = true;
+    } else if (a == "-d" || a == "--debug") {
+      cl.debug = cl.foreground = true;
+    } else if (a == "-s") {
+      cl.single_thread = true;
+    } else if (a == "-o" || a.starts_with("-o")) {
+      std::string text = a == "-o" ? (i + 1 < argc ? argv[++i] : "") : a.substr(2);
+      if (text.empty()) die("-o: needs an option list");
+      if (auto r = parse_option_string(text, cl.opts); !r) die(r.error());
+    } else if (a.starts_with("-") && a != "-") {
+      die(fmt::format("unknown flag '{}' (see strata-fs --help)", a));
+    } else {
+      positional.push_back(a);
+    }
+  }
+  if (cl.opts.debug) cl.debug = cl.foreground = true;
+  if (positional.empty()) die("mountpoint: missing (usage: strata-fs -o lowerdir=DIR MOUNTPOINT)");
+  if (positional.size() > 2) die(fmt::format("'{}': unexpected argument", positional[2]));
+  cl.mountpoint = positional.back();  // with two, the first is mount(8)'s SOURCE: ignored
+  return cl;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CommandLine cl = parse_command_line(argc, argv);
+  MountOptions& opts = cl.opts;
+
+  auto stack = LayerStack::open(opts);
+  if (!stack) die(stack.error());
+  if (auto st = sys::fstatat(AT_FDCWD, cl.mountpoint.c_str(), 0); !st)
+    die(fmt::format("mountpoint {}: {}", cl.mountpoint, sys::errno_text(st.error())));
+  else if (!S_ISDIR(st->st_mode))
+    die(fmt::format("mountpoint {}: {}", cl.mountpoint, sys::errno_text(ENOTDIR)));
+  if (auto r = (*stack)->prepare_workdir(); !r) die(r.error());
+
+  uint32_t categories = 0;
+  if (!opts.trace.empty()) {
+    auto c = parse_trace_categories(opts.trace);
+    if (!c) die(c.error());
+    categories = *c;
+  }
+  UniqueFd trace_sink;
+  if (!opts.trace_file.empty()) {
+    auto fd = sys::openat(AT_FDCWD, opts.trace_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (!fd) die(fmt::format("trace_file {}: {}", opts.trace_file, sys::errno_text(fd.error())));
+    trace_sink = std::move(*fd);
+  } else if (categories && !cl.foreground) {
+    die("trace: without -f there is no terminal: give trace_file=PATH");
+  }
+  Tracer tracer(categories, std::move(trace_sink), opts.trace_format == "json");
+
+  raise_fd_limit();
+  ::umask(0);  // modes we pass to the layers are exact; the kernel already applied the caller's umask
+
+  Overlay overlay(std::move(*stack), &tracer);
+  if (auto r = overlay.init(); !r) die(fmt::format("lowerdir: cannot read the layer roots: {}", sys::errno_text(r.error())));
+
+  std::string fuse_opts = "default_permissions,fsname=strata-fs,subtype=strata-fs";
+  if (!overlay.stack().has_upper()) fuse_opts += ",ro";
+  for (const auto& o : opts.fuse_options) {
+    if (o == "default_permissions") continue;
+    fuse_opts += "," + o;
+  }
+  std::vector<std::string> fargs_store = {argv[0], "-o", fuse_opts};
+  if (cl.debug) fargs_store.push_back("-d");
+  std::vector<char*> fargv;
+  for (auto& s : fargs_store) fargv.push_back(s.data());
+  struct fuse_args args = FUSE_ARGS_INIT(int(fargv.size()), fargv.data());
+
+  fs::Daemon daemon;
+  daemon.overlay = &overlay;
+  daemon.timeout = opts.timeout;
+  daemon.volatile_mode = opts.volatile_mode;
+  struct fuse_session* se = fuse_session_new(&args, &fs::lowlevel_ops(), sizeof(fs::lowlevel_ops()), &daemon);
+  if (!se) die(fmt::format("options '{}': refused by libfuse", fuse_opts));
+  daemon.session = se;
+  overlay.on_attr_changed = [&daemon](Node* node) {
+    fuse_lowlevel_notify_inval_inode(daemon.session, fs::nodeid_of(daemon, node), -1, 0);
+  };
+  if (fuse_set_signal_handlers(se) != 0) die("cannot install signal handlers");
+  if (fuse_session_mount(se, cl.mountpoint.c_str()) != 0)
+    die(fmt::format("mountpoint {}: mount failed (see the message above)", cl.mountpoint));
+  // Returns in the parent only once the mount is live, so callers can use it at once.
+  if (fuse_daemonize(cl.foreground) != 0) die("cannot daemonize");
+
+  int rc;
+  if (cl.single_thread) {
+    rc = fuse_session_loop(se);
+  } else {
+    struct fuse_loop_config* config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(config, 0);
+    fuse_loop_cfg_set_idle_threads(config, 16);
+    fuse_loop_cfg_set_max_threads(config, 64);
+    rc = fuse_session_loop_mt(se, config);
+    fuse_loop_cfg_destroy(config);
+  }
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  fuse_opt_free_args(&args);
+  return rc == 0 ? 0 : 1;
+}
