@@ -255,12 +255,12 @@ expect_mount "mount.fuse3 form: SOURCE MOUNTPOINT -o rw,lowerdir=L,dev,suid" hel
 # "$T/co:lon", the second $L.
 expect_mount "lowerdir with an escaped colon (\\:)" colon-file hello -- \
     "$bin" -o "lowerdir=$T/co\:lon:$L" "$M"
-# The way fstab and podman's callers get there: mount(8) runs mount.fuse3, which finds the
-# daemon by its name on PATH and calls it in the SOURCE MOUNTPOINT -o form.
+# The way fstab and podman's callers get there: mount(8) runs mount.fuse3, which calls the
+# daemon in the SOURCE MOUNTPOINT -o form. mount.fuse3 resets PATH, so name the daemon by its
+# absolute path in the `-t fuse PROGRAM#SOURCE` spelling it also accepts.
 if command -v mount.fuse3 >/dev/null || [[ -x /sbin/mount.fuse3 ]]; then
-    expect_mount "mount -t fuse.$prog (through mount.fuse3)" hello two -- \
-        env PATH="$(dirname "$bin"):$PATH" \
-        mount -t "fuse.$prog" -o "lowerdir=$L:$L2" strata-test-source "$M"
+    expect_mount "mount -t fuse $prog#SOURCE (through mount.fuse3)" hello two -- \
+        mount -t fuse -o "lowerdir=$L:$L2" "$bin#strata-test-source" "$M"
 else
     echo "skip - mount -t fuse.$prog: mount.fuse3 is not installed"
 fi
