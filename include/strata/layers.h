@@ -27,8 +27,10 @@ struct Layer {
 class LayerStack {
  public:
   // Check and open the directories named by `opts`. Errors are one line naming the option and
-  // path ("lowerdir /x: No such file or directory").
-  static std::expected<std::unique_ptr<LayerStack>, std::string> open(const MountOptions& opts);
+  // path ("lowerdir /x: No such file or directory"). Offline readers (the strata tool) pass
+  // need_workdir=false: they never write, so an upperdir alone is enough.
+  static std::expected<std::unique_ptr<LayerStack>, std::string> open(const MountOptions& opts,
+                                                                       bool need_workdir = true);
 
   // For a writable mount: lock the workdir against a second mount, create and empty its staging
   // directory `work/` (leftovers of a crash), and probe what the upper filesystem permits.
@@ -54,6 +56,8 @@ class LayerStack {
   uint64_t presented_ino(dev_t dev, ino_t ino) const;
 
  private:
+  std::expected<void, std::string> open_workdir(const MountOptions& opts);
+
   std::vector<Layer> layers_;
   std::string workdir_path_;
   UniqueFd workdir_;  // holds the flock that refuses a second mount

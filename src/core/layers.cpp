@@ -49,12 +49,13 @@ bool is_inside(const std::string& inner, const std::string& outer) {
 
 }  // namespace
 
-std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const MountOptions& opts) {
+std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const MountOptions& opts,
+                                                                        bool need_workdir) {
   auto stack = std::make_unique<LayerStack>();
   stack->volatile_mode_ = opts.volatile_mode;
   if (opts.lowerdirs.empty())
     return std::unexpected("lowerdir: missing; give at least one layer: -o lowerdir=DIR[:DIR...]");
-  if (!opts.upperdir.empty() && opts.workdir.empty())
+  if (!opts.upperdir.empty() && opts.workdir.empty() && need_workdir)
     return std::unexpected(fmt::format("upperdir {}: needs workdir=DIR on the same filesystem", opts.upperdir));
   if (opts.upperdir.empty() && !opts.workdir.empty())
     return std::unexpected(fmt::format("workdir {}: given without upperdir=DIR", opts.workdir));
@@ -64,18 +65,7 @@ std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const M
     auto upper = open_layer("upperdir", opts.upperdir, 0);
     if (!upper) return std::unexpected(upper.error());
     stack->layers_[0] = std::move(*upper);
-    auto work = open_layer("workdir", opts.workdir, -1);
-    if (!work) return std::unexpected(work.error());
-    if (work->dev != stack->layers_[0].dev)
-      return std::unexpected(fmt::format("workdir {}: not on the same filesystem as upperdir {}",
-                                         opts.workdir, opts.upperdir));
-    std::string cu = canonical(opts.upperdir), cw = canonical(opts.workdir);
-    if (is_inside(cw, cu))
-      return std::unexpected(fmt::format("workdir {}: must not be inside upperdir {}", opts.workdir, opts.upperdir));
-    if (is_inside(cu, cw))
-      return std::unexpected(fmt::format("upperdir {}: must not be inside workdir {}", opts.upperdir, opts.workdir));
-    stack->workdir_ = std::move(work->root);
-    stack->workdir_path_ = opts.workdir;
+    if (auto r = stack->open_workdir(opts); !r) return std::unexpected(r.error());
   } else {
     stack->layers_[0].path = "(none: read-only)";
   }
@@ -89,6 +79,23 @@ std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const M
   for (auto& layer : stack->layers_)
     if (layer.root && !stack->dev_index_.contains(layer.dev)) stack->dev_index_[layer.dev] = next++;
   return stack;
+}
+
+std::expected<void, std::string> LayerStack::open_workdir(const MountOptions& opts) {
+  if (opts.workdir.empty()) return {};  // an offline reader without a workdir
+  auto work = open_layer("workdir", opts.workdir, -1);
+  if (!work) return std::unexpected(work.error());
+  if (work->dev != layers_[0].dev)
+    return std::unexpected(fmt::format("workdir {}: not on the same filesystem as upperdir {}",
+                                       opts.workdir, opts.upperdir));
+  std::string cu = canonical(opts.upperdir), cw = canonical(opts.workdir);
+  if (is_inside(cw, cu))
+    return std::unexpected(fmt::format("workdir {}: must not be inside upperdir {}", opts.workdir, opts.upperdir));
+  if (is_inside(cu, cw))
+    return std::unexpected(fmt::format("upperdir {}: must not be inside workdir {}", opts.upperdir, opts.workdir));
+  workdir_ = std::move(work->root);
+  workdir_path_ = opts.workdir;
+  return {};
 }
 
 std::expected<void, std::string> LayerStack::prepare_workdir() {
