@@ -15,6 +15,8 @@ class InodeTable {
   // The node under `key` with one more lookup, made by `make` if absent (make runs under the
   // table lock: it must only construct).
   NodePtr intern(const NodeKey& key, const std::function<NodePtr()>& make);
+  // File `node` under `key` without counting a lookup (replacing whatever was there).
+  void insert(const NodeKey& key, NodePtr node);
   // Drop `n` lookups; the node leaves the table at zero.
   void forget(Node* node, uint64_t n);
   // The node's top object changed (copy-up): file it under its new key.

@@ -14,6 +14,12 @@ NodePtr InodeTable::intern(const NodeKey& key, const std::function<NodePtr()>& m
   return it->second;
 }
 
+void InodeTable::insert(const NodeKey& key, NodePtr node) {
+  std::lock_guard lock(mu_);
+  node->key = key;
+  nodes_[key] = std::move(node);
+}
+
 void InodeTable::forget(Node* node, uint64_t n) {
   std::lock_guard lock(mu_);
   uint64_t before = node->nlookup.fetch_sub(n, std::memory_order_relaxed);

@@ -207,6 +207,27 @@ Result<std::string> Overlay::readlink(const NodePtr& node) {
   return sys::readlinkat(loc->dirfd, loc->name.c_str());
 }
 
+bool Overlay::in_upper(const Node& node) const {
+  std::lock_guard lock(node.mu);
+  return node.is_dir() ? (!node.dirs.empty() && node.dirs.front().layer == 0) : node.layer == 0;
+}
+
+NodePtr Overlay::replace_node(const NodePtr& node) {
+  auto fresh = std::make_shared<Node>(node->type, node->ino);
+  NodeKey key;
+  {
+    std::lock_guard lock(node->mu);
+    fresh->parent = node->parent;
+    fresh->name = node->name;
+    fresh->layer = node->layer;
+    fresh->lower_path = node->lower_path;
+    key = node->key;
+  }
+  table_.unhash(node.get());
+  table_.insert(key, fresh);  // no lookup counted yet: the kernel's next lookup does that
+  return fresh;
+}
+
 Status Overlay::ensure_writable() const {
   if (!stack_->has_upper()) return fail(EROFS);
   return {};
@@ -271,7 +292,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
   stats_.copyups.fetch_add(1, std::memory_order_relaxed);
   stats_.copyup_bytes.fetch_add(report->bytes, std::memory_order_relaxed);
-  if (on_attr_changed && node->is_dir()) on_attr_changed(node.get());
+  if (on_attr_changed) on_attr_changed(node.get());  // dirs: nlink (now merged); all: ctime
   if (tracer_ && tracer_->on(kTraceCopyup)) {
     std::string path = path_of(*node);
     double ms = report->nanoseconds / 1e6;

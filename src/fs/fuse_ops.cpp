@@ -28,6 +28,53 @@ struct FileHandle {
   NodePtr node;
 };
 
+constexpr const char* kStatsXattr = "user.strata.stats";
+
+bool is_write_open(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
+
+// Bind a new open file of `node` (fd already open) to the inode's open state and decide
+// passthrough. Returns the backing id to put in the reply (0: normal FUSE I/O).
+int bind_open(Daemon& d, const NodePtr& node, int fd) {
+  std::lock_guard lock(d.open_mu);
+  OpenState& st = d.open_states[node.get()];
+  if (st.opens == 0) {
+    st.passthrough = false;
+    st.bound_in_upper = d.overlay->in_upper(*node);
+    if (S_ISREG(node->type) && d.passthrough && d.passthrough->usable()) {
+      int id = d.passthrough->open_backing(fd);
+      if (id > 0) {
+        st.passthrough = true;
+        st.backing_id = id;
+      }
+    }
+  }
+  ++st.opens;
+  d.counters.open_files.fetch_add(1, std::memory_order_relaxed);
+  (st.passthrough ? d.counters.passthrough_opens : d.counters.normal_opens).fetch_add(1, std::memory_order_relaxed);
+  return st.passthrough ? st.backing_id : 0;
+}
+
+void unbind_open(Daemon& d, const Node* node) {
+  std::lock_guard lock(d.open_mu);
+  auto it = d.open_states.find(node);
+  if (it == d.open_states.end()) return;
+  d.counters.open_files.fetch_sub(1, std::memory_order_relaxed);
+  if (--it->second.opens > 0) return;
+  if (it->second.passthrough) d.passthrough->close_backing(it->second.backing_id);
+  d.open_states.erase(it);
+}
+
+// Would this open bind the inode to another file than its open files use? (A write to a file
+// still in a lower layer copies it up.) The kernel can't rebind an inode with open files, so the
+// name gets a fresh inode and the VFS walks the path again (ESTALE): old opens keep the old file.
+bool must_rebind(Daemon& d, const NodePtr& node, int flags) {
+  std::lock_guard lock(d.open_mu);
+  auto it = d.open_states.find(node.get());
+  // Opens without passthrough share the kernel's page cache of the inode: they can't disagree.
+  if (it == d.open_states.end() || !it->second.passthrough || it->second.bound_in_upper) return false;
+  return is_write_open(flags) || d.overlay->in_upper(*node);
+}
+
 struct DirHandle {
   std::vector<MergedEntry> entries;
   uint64_t self_ino = 0, parent_ino = 0;
@@ -81,7 +128,7 @@ void reply_entry(fuse_req_t req, const Result<Entry>& e) {
 void reply_status(fuse_req_t req, const Status& s) { fuse_reply_err(req, s ? 0 : s.error()); }
 
 void op_init(void* userdata, struct fuse_conn_info* conn) {
-  (void)userdata;
+  Daemon& d = *static_cast<Daemon*>(userdata);
   auto want = [&](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
@@ -95,6 +142,7 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   want(FUSE_CAP_READDIRPLUS_AUTO);
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   conn->max_write = 1u << 20;
+  if (d.passthrough) d.passthrough->negotiate(conn);
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -208,15 +256,43 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
   });
 }
 
+// Page-cache policy and passthrough flag of an open reply. The kernel fails a passthrough open
+// that also asks to keep the page cache (EIO), and there is no page cache to keep then anyway.
+void set_open_flags(struct fuse_file_info* fi, int backing_id) {
+  fi->keep_cache = backing_id == 0;  // every change to the file's data comes through this mount
+  if (backing_id) Passthrough::arm_reply(backing_id);
+}
+
+void reply_open_bound(fuse_req_t req, struct fuse_file_info* fi, int backing_id) {
+  set_open_flags(fi, backing_id);
+  int r = fuse_reply_open(req, fi);
+  Passthrough::disarm_reply();
+  if (r == -ENOENT) {  // interrupted: the kernel never saw this open
+    auto* fh = file_of(fi);
+    unbind_open(daemon_of(req), fh->node.get());
+    delete fh;
+  }
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   guarded(req, "open", [&] {
+    Daemon& d = daemon_of(req);
     NodePtr node = node_of(req, ino);
-    auto fd = daemon_of(req).overlay->open(node, fi->flags);
+    if (must_rebind(d, node, fi->flags)) {
+      // Copy up now (before anything irreversible such as O_TRUNC), then send the kernel to a
+      // fresh inode for this name.
+      if (is_write_open(fi->flags))
+        if (auto r = d.overlay->copy_up(node, !(fi->flags & O_TRUNC)); !r) return (void)fuse_reply_err(req, r.error());
+      d.overlay->replace_node(node);
+      d.counters.estale_reopens.fetch_add(1, std::memory_order_relaxed);
+      return (void)fuse_reply_err(req, ESTALE);
+    }
+    auto fd = d.overlay->open(node, fi->flags);
     if (!fd) return (void)fuse_reply_err(req, fd.error());
+    int backing_id = bind_open(d, node, fd->get());
     auto* fh = new FileHandle{std::move(*fd), node};
     fi->fh = reinterpret_cast<uint64_t>(fh);
-    fi->keep_cache = 1;  // every change to the file's data comes through this mount
-    if (fuse_reply_open(req, fi) == -ENOENT) delete fh;
+    reply_open_bound(req, fi, backing_id);
   });
 }
 
@@ -226,18 +302,23 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     auto r = d.overlay->create(node_of(req, parent), name, mode, fi->flags, caller_of(req));
     if (!r) return (void)fuse_reply_err(req, r.error());
     auto& [entry, fd] = *r;
+    int backing_id = bind_open(d, entry.node, fd.get());
     auto* fh = new FileHandle{std::move(fd), entry.node};
     fi->fh = reinterpret_cast<uint64_t>(fh);
-    fi->keep_cache = 1;
     auto p = entry_param(req, entry);
-    if (fuse_reply_create(req, &p, fi) == -ENOENT) {
+    set_open_flags(fi, backing_id);
+    int sent = fuse_reply_create(req, &p, fi);
+    Passthrough::disarm_reply();
+    if (sent == -ENOENT) {
       d.overlay->forget(entry.node.get(), 1);
+      unbind_open(d, entry.node.get());
       delete fh;
     }
   });
 }
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, struct fuse_file_info* fi) {
+  daemon_of(req).counters.read_requests.fetch_add(1, std::memory_order_relaxed);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = file_of(fi)->fd.get();
@@ -246,6 +327,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, struct fuse_fil
 }
 
 void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off, struct fuse_file_info* fi) {
+  daemon_of(req).counters.write_requests.fetch_add(1, std::memory_order_relaxed);
   struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
   out.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   out.buf[0].fd = file_of(fi)->fd.get();
@@ -258,6 +340,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off,
 void op_flush(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
 
 void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  unbind_open(daemon_of(req), file_of(fi)->node.get());
   delete file_of(fi);
   fuse_reply_err(req, 0);
 }
@@ -379,7 +462,9 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   guarded(req, "getxattr", [&] {
-    auto v = daemon_of(req).overlay->getxattr(node_of(req, ino), name);
+    Result<std::string> v = ino == FUSE_ROOT_ID && std::string_view(name) == kStatsXattr
+                                ? Result<std::string>(summary_json(daemon_of(req)))
+                                : daemon_of(req).overlay->getxattr(node_of(req, ino), name);
     if (!v) return (void)fuse_reply_err(req, v.error());
     if (size == 0) return (void)fuse_reply_xattr(req, v->size());
     if (v->size() > size) return (void)fuse_reply_err(req, ERANGE);

@@ -3,7 +3,9 @@
 // `strata-fs SOURCE MOUNTPOINT -o OPTIONS` form that mount.fuse3 produces.
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/vfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,10 +13,13 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fuse_ops.h"
+#include "passthrough.h"
 #include "strata/layers.h"
+#include "strata/log.h"
 #include "strata/options.h"
 #include "strata/overlay.h"
 #include "strata/sys.h"
@@ -113,6 +118,43 @@ CommandLine parse_command_line(int argc, char** argv) {
   return cl;
 }
 
+// Kernel passthrough needs the FUSE superblock's stacking depth announced: 1 keeps our mount
+// usable as a lower layer of a kernel overlay; a layer that is itself on an overlay needs 2.
+int passthrough_stack_depth(const LayerStack& stack) {
+  constexpr long kOverlayMagic = 0x794c7630, kEcryptfsMagic = 0xf15f;
+  for (int i = 0; i < stack.layer_count(); ++i) {
+    struct statfs sf;
+    if (!stack.layer(i).root || ::fstatfs(stack.layer(i).root.get(), &sf) != 0) continue;
+    if (sf.f_type == kOverlayMagic || sf.f_type == kEcryptfsMagic) {
+      log_error("passthrough: layer {} is on an overlay filesystem: announcing stacking depth 2, so this "
+                "mount cannot be a lower layer of a kernel overlay", stack.layer(i).path);
+      return 2;
+    }
+  }
+  return 1;
+}
+
+// SIGUSR1 prints the summary. The handler only pokes a pipe; a thread does the formatting.
+int g_summary_pipe[2] = {-1, -1};
+
+void on_sigusr1(int) {
+  char c = 1;
+  [[maybe_unused]] ssize_t n = ::write(g_summary_pipe[1], &c, 1);
+}
+
+void start_summary_thread(fs::Daemon& daemon, Tracer& tracer) {
+  if (::pipe2(g_summary_pipe, O_CLOEXEC) != 0) return;
+  std::thread([&daemon, &tracer] {
+    char c;
+    while (::read(g_summary_pipe[0], &c, 1) > 0) tracer.write_raw(fs::summary_text(daemon));
+  }).detach();
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigusr1;
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &sa, nullptr);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -161,7 +203,9 @@ int main(int argc, char** argv) {
   for (auto& s : fargs_store) fargv.push_back(s.data());
   struct fuse_args args = FUSE_ARGS_INIT(int(fargv.size()), fargv.data());
 
+  fs::Passthrough passthrough;
   fs::Daemon daemon;
+  daemon.passthrough = &passthrough;
   daemon.overlay = &overlay;
   daemon.timeout = opts.timeout;
   daemon.volatile_mode = opts.volatile_mode;
@@ -174,8 +218,10 @@ int main(int argc, char** argv) {
   if (fuse_set_signal_handlers(se) != 0) die("cannot install signal handlers");
   if (fuse_session_mount(se, cl.mountpoint.c_str()) != 0)
     die(fmt::format("mountpoint {}: mount failed (see the message above)", cl.mountpoint));
+  passthrough.install(se, opts.passthrough == "auto", passthrough_stack_depth(overlay.stack()));
   // Returns in the parent only once the mount is live, so callers can use it at once.
   if (fuse_daemonize(cl.foreground) != 0) die("cannot daemonize");
+  start_summary_thread(daemon, tracer);
 
   int rc;
   if (cl.single_thread) {
