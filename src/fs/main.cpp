@@ -192,6 +192,9 @@ int main(int argc, char** argv) {
   if (auto r = overlay.init(); !r) die(fmt::format("lowerdir: cannot read the layer roots: {}", sys::errno_text(r.error())));
 
   std::string fuse_opts = "default_permissions,fsname=strata-fs,subtype=strata-fs";
+  // As the kernel overlay does for root: device nodes and setuid binaries of the layers work
+  // (libfuse would default to nodev,nosuid). nodev/nosuid given by the user come later and win.
+  if (::geteuid() == 0) fuse_opts += ",dev,suid";
   if (!overlay.stack().has_upper()) fuse_opts += ",ro";
   for (const auto& o : opts.fuse_options) {
     if (o == "default_permissions") continue;
