@@ -27,10 +27,13 @@ namespace strata {
 struct Node;
 using NodePtr = std::shared_ptr<Node>;
 
+class AufsMarkerCache;
+
 // A directory of one layer that is part of a merged directory.
 struct DirLayer {
   int layer;     // 0 = upper
   UniqueFd fd;   // O_RDONLY|O_DIRECTORY
+  std::shared_ptr<const AufsMarkerCache> markers;  // lower layers only
 };
 
 // What identifies a node, so that a second lookup of the same object finds the same nodeid:

@@ -61,7 +61,8 @@ class Overlay {
   std::string path_of(const Node& node) const;
 
   // Lookups count for the kernel: each successful lookup/create/link adds one (forget removes).
-  Result<Entry> lookup(const NodePtr& parent, std::string_view name);
+  // `first_lower`: see resolve_child (readdirplus knows where each entry lives).
+  Result<Entry> lookup(const NodePtr& parent, std::string_view name, int first_lower = 0);
   void forget(Node* node, uint64_t n) { table_.forget(node, n); }
   Result<struct stat> getattr(const NodePtr& node);
   Result<struct stat> setattr(const NodePtr& node, const AttrChange& change, int open_fd);

@@ -25,6 +25,7 @@ struct DirView {
   struct Entry {
     int layer;
     int fd;
+    const AufsMarkerCache* markers = nullptr;
   };
   std::vector<Entry> layers;  // upper first
   std::string lower_path;
@@ -60,8 +61,10 @@ struct Resolution {
 
 // Resolve `name` in the merged directory `parent`. ENOENT is a normal answer (found=false,
 // and the trail says why); real errors (EACCES, ENAMETOOLONG, EIO) are returned as errors.
+// `first_lower` (a hint from a merged readdir that saw the name first in that lower layer) skips
+// the lower layers above it; the upper is always asked, since it may have changed since.
 Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
-                                 std::string_view name, bool want_trail);
+                                 std::string_view name, bool want_trail, int first_lower = 0);
 
 // Does `name` exist (not whited out) in any lower layer of `parent`, i.e. does removing it from
 // the upper need a whiteout?

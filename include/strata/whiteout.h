@@ -5,8 +5,10 @@
 #pragma once
 #include <sys/stat.h>
 
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "strata/layers.h"
 #include "strata/result.h"
@@ -33,6 +35,18 @@ DirMarkers read_dir_markers(int dirfd);
 
 // Is `name` deleted in this layer directory by an aufs-style `.wh.name` file?
 bool has_aufs_whiteout(int dirfd, std::string_view name);
+
+// The `.wh.` markers of one directory of a lower layer, read once on first need: a lookup of a
+// name that is not in that directory then costs one fstatat instead of two. Lower layers do not
+// change under a mount (overlayfs.rst: changing them is undefined), so the answer stays right.
+class AufsMarkerCache {
+ public:
+  bool hides(int dirfd, std::string_view name) const;
+
+ private:
+  mutable std::once_flag once_;
+  mutable std::vector<std::string> hidden_;  // sorted: the NAMEs of .wh.NAME files
+};
 
 // Whiteout `name` in the upper directory `dirfd` (the name must not exist there).
 Status make_whiteout(const LayerStack& stack, int dirfd, const char* name);

@@ -65,7 +65,7 @@ DirView Overlay::view_of(const Node& dir) const {
   DirView view;
   std::lock_guard lock(dir.mu);
   view.layers.reserve(dir.dirs.size());
-  for (const auto& d : dir.dirs) view.layers.push_back({d.layer, d.fd.get()});
+  for (const auto& d : dir.dirs) view.layers.push_back({d.layer, d.fd.get(), d.markers.get()});
   view.lower_path = dir.lower_path;
   return view;
 }
@@ -150,10 +150,10 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
   return Entry{std::move(node), attr};
 }
 
-Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name) {
+Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name, int first_lower) {
   DirView view = view_of(*parent);
   const bool tracing = tracer_ && tracer_->on(kTraceLookup);
-  auto res = resolve_child(*stack_, view, name, tracing);
+  auto res = resolve_child(*stack_, view, name, tracing, tracing ? 0 : first_lower);
   if (!res) return fail(res.error());
   if (res->found) stats_.lookups_per_layer[res->layer].fetch_add(1, std::memory_order_relaxed);
   else stats_.negative_lookups.fetch_add(1, std::memory_order_relaxed);
@@ -283,7 +283,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
     auto fd = sys::openat(upper_parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (!fd) return fail(fd.error());
     std::lock_guard lock(node->mu);
-    node->dirs.insert(node->dirs.begin(), DirLayer{0, std::move(*fd)});
+    node->dirs.insert(node->dirs.begin(), DirLayer{0, std::move(*fd), nullptr});
     node->layer = 0;
   } else {
     std::lock_guard lock(node->mu);

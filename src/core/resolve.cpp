@@ -58,13 +58,14 @@ struct Search {
   enum class Step { Continue, Stop };
 
   // One layer: `fd` is the directory to look `name` up in. Returns whether to go on below.
-  Result<Step> visit(int layer, int fd, std::string_view name, std::string* redirect_out) {
+  Result<Step> visit(int layer, int fd, const AufsMarkerCache* markers, std::string_view name,
+                     std::string* redirect_out) {
     std::string n(name);
     struct stat st;
     if (::fstatat(fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
       int err = errno;
       if (err != ENOENT && err != ENOTDIR) return fail(err);
-      if (has_aufs_whiteout(fd, name)) {
+      if (markers ? markers->hides(fd, name) : has_aufs_whiteout(fd, name)) {
         note(layer, LayerVerdict::AufsWhiteout);
         return Step::Stop;
       }
@@ -88,20 +89,20 @@ struct Search {
     }
     auto dir = sys::openat(fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (!dir) return fail(dir.error());
-    DirMarkers markers = read_dir_markers(dir->get());
+    DirMarkers dir_markers = read_dir_markers(dir->get());
     if (!res.found) {
       res.found = true;
       res.st = st;
       res.layer = layer;
     }
-    res.dirs.push_back({layer, std::move(*dir)});
-    if (markers.opaque != OpaqueKind::None) {
-      note(layer, LayerVerdict::Opaque, S_IFDIR, describe(markers.opaque));
+    res.dirs.push_back({layer, std::move(*dir), layer ? std::make_shared<AufsMarkerCache>() : nullptr});
+    if (dir_markers.opaque != OpaqueKind::None) {
+      note(layer, LayerVerdict::Opaque, S_IFDIR, describe(dir_markers.opaque));
       return Step::Stop;
     }
-    if (!markers.redirect.empty()) {
-      note(layer, LayerVerdict::Redirect, S_IFDIR, markers.redirect);
-      *redirect_out = markers.redirect;
+    if (!dir_markers.redirect.empty()) {
+      note(layer, LayerVerdict::Redirect, S_IFDIR, dir_markers.redirect);
+      *redirect_out = dir_markers.redirect;
     } else {
       note(layer, LayerVerdict::Found, S_IFDIR);
     }
@@ -112,7 +113,7 @@ struct Search {
 }  // namespace
 
 Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent, std::string_view name,
-                                 bool want_trail) {
+                                 bool want_trail, int first_lower) {
   if (name.size() > NAME_MAX) return fail(ENAMETOOLONG);
   Search s{stack, want_trail, {}};
   if (is_aufs_marker_name(name)) return std::move(s.res);  // markers are never visible entries
@@ -122,7 +123,8 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
   // Phase 1: the parent's own layer fds, in order.
   for (; i < parent.layers.size(); ++i) {
     const auto& e = parent.layers[i];
-    auto step = s.visit(e.layer, e.fd, name, &redirect);
+    if (e.layer != 0 && e.layer < first_lower) continue;
+    auto step = s.visit(e.layer, e.fd, e.markers, name, &redirect);
     if (!step) return fail(step.error());
     if (*step == Search::Step::Stop) break;
     if (!redirect.empty()) {
@@ -147,7 +149,7 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
           s.note(layer, LayerVerdict::Absent);
           continue;
         }
-        auto step = s.visit(layer, dirfd->get(), leaf, &redirect);
+        auto step = s.visit(layer, dirfd->get(), nullptr, leaf, &redirect);
         if (!step) return fail(step.error());
         if (*step == Search::Step::Stop || !redirect.empty()) break;
       }
@@ -157,7 +159,7 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
       for (; i < parent.layers.size(); ++i) {
         const auto& e = parent.layers[i];
         if (e.layer < from_layer) continue;
-        auto step = s.visit(e.layer, e.fd, target, &redirect);
+        auto step = s.visit(e.layer, e.fd, e.markers, target, &redirect);
         if (!step) return fail(step.error());
         if (*step == Search::Step::Stop) {
           i = parent.layers.size();
@@ -200,7 +202,7 @@ Result<Resolution> resolve_root(const LayerStack& stack) {
       s.res.st = *st;
       s.res.layer = layer;
     }
-    s.res.dirs.push_back({layer, std::move(*fd)});
+    s.res.dirs.push_back({layer, std::move(*fd), layer ? std::make_shared<AufsMarkerCache>() : nullptr});
     if (markers.opaque != OpaqueKind::None) break;
   }
   s.res.merged = s.res.dirs.size() > 1;

@@ -1,6 +1,9 @@
 #include "strata/whiteout.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+
+#include <algorithm>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -50,6 +53,23 @@ bool has_aufs_whiteout(int dirfd, std::string_view name) {
   if (marker.size() > 255) return false;
   struct stat st;
   return ::fstatat(dirfd, marker.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+bool AufsMarkerCache::hides(int dirfd, std::string_view name) const {
+  std::call_once(once_, [&] {
+    auto dup = sys::openat(dirfd, ".", O_RDONLY | O_DIRECTORY);
+    if (!dup) return;
+    DIR* dir = ::fdopendir(dup->release());
+    if (!dir) return;
+    while (struct dirent* e = ::readdir(dir)) {
+      std::string_view n = e->d_name;
+      if (n.starts_with(kAufsWhiteoutPrefix) && n != kAufsOpaqueMarker)
+        hidden_.emplace_back(n.substr(kAufsWhiteoutPrefix.size()));
+    }
+    ::closedir(dir);
+    std::sort(hidden_.begin(), hidden_.end());
+  });
+  return std::binary_search(hidden_.begin(), hidden_.end(), name);
 }
 
 Status make_whiteout(const LayerStack& stack, int dirfd, const char* name) {

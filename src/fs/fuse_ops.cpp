@@ -387,7 +387,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     }
     dh->parent_ino = parent ? parent->ino : node->ino;
     fi->fh = reinterpret_cast<uint64_t>(dh);
-    fi->cache_readdir = 0;
+    // The kernel may keep listings: every change to a directory comes through this mount, and
+    // the kernel drops its cached listing when it changes one.
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
     if (fuse_reply_open(req, fi) == -ENOENT) delete dh;
   });
 }
@@ -418,7 +421,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         e.attr.st_ino = m.ino;
         e.attr.st_mode = DTTOIF(m.d_type);
         if (plus) {
-          auto entry = d.overlay->lookup(dir, m.name);
+          auto entry = d.overlay->lookup(dir, m.name, m.layer);
           if (entry) {
             e = entry_param(req, *entry);
             looked_up = entry->node;

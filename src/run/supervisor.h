@@ -1,0 +1,35 @@
+// The process tree of one container, and who does what in it:
+//
+//   strata-run            the supervisor, on the host: writes the holder's id maps, forwards
+//    |                    signals, turns the result into our exit status, removes leftovers
+//    `- holder            new mount namespace (rootless: and the new user namespace, root
+//        |                inside): mounts strata-fs on a private staging directory, stays there
+//        |                for the container's lifetime, then unmounts, waits for the daemon and
+//        |                removes the scratch directory
+//        |- strata-fs     the daemon, in the holder's mount namespace (not the container's)
+//        `- container     new mount, pid, uts, ipc (net) namespaces (as root: and the new user
+//                         namespace, identity-mapped): pid 1; runs the plan, pivots onto the
+//                         overlay, execs the command (container.cpp)
+//
+// Death of a parent is passed down with PR_SET_PDEATHSIG (holder: SIGTERM, cleans up; daemon:
+// SIGTERM, unmounts; container: SIGKILL), so a SIGKILLed strata-run leaves no mount and no daemon.
+#pragma once
+#include <string>
+
+#include "cli.h"
+#include "daemon.h"
+#include "idmap.h"
+
+namespace strata::run {
+
+// What the preflight (main.cpp) decided, on the host, before any namespace exists.
+struct Layout {
+  std::string scratch;     // our temporary directory; removed at exit
+  DaemonConfig daemon;     // mountpoint is scratch/root; upper/work may be in scratch too
+  IdMapPlan ids;
+};
+
+// Runs the container; returns the exit status for strata-run.
+int supervise(const RunConfig& cfg, const Layout& layout);
+
+}  // namespace strata::run
