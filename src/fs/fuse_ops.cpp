@@ -76,6 +76,7 @@ bool must_rebind(Daemon& d, const NodePtr& node, int flags) {
 }
 
 struct DirHandle {
+  bool loaded = false;
   std::vector<MergedEntry> entries;
   uint64_t self_ino = 0, parent_ino = 0;
 };
@@ -373,12 +374,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, struct fuse_fi
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   guarded(req, "opendir", [&] {
-    Daemon& d = daemon_of(req);
     NodePtr node = node_of(req, ino);
-    auto entries = d.overlay->read_dir(node);
-    if (!entries) return (void)fuse_reply_err(req, entries.error());
     auto* dh = new DirHandle;
-    dh->entries = std::move(*entries);
     dh->self_ino = node->ino;
     NodePtr parent;
     {
@@ -401,9 +398,17 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
   guarded(req, "readdir", [&] {
     Daemon& d = daemon_of(req);
     DirHandle* dh = dir_of(fi);
+    NodePtr dir = node_of(req, ino);
+    // The merged listing is read at the first readdir (and again on a rewind), not at opendir:
+    // when the kernel answers from its cached listing, it is never needed.
+    if (off == 0 || !dh->loaded) {
+      auto entries = d.overlay->read_dir(dir);
+      if (!entries) return (void)fuse_reply_err(req, entries.error());
+      dh->entries = std::move(*entries);
+      dh->loaded = true;
+    }
     std::string buf(size, '\0');
     size_t used = 0;
-    NodePtr dir = plus ? node_of(req, ino) : nullptr;
     for (off_t i = off; ; ++i) {
       std::string name;
       struct fuse_entry_param e;
