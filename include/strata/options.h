@@ -2,8 +2,11 @@
 // Parsing only; checking the directories themselves is LayerStack's job (layers.h).
 #pragma once
 #include <expected>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "strata/id_map.h"
 
 namespace strata {
 
@@ -19,6 +22,9 @@ struct MountOptions {
   std::string trace_file;
   std::string trace_format = "text";
   std::string passthrough = "auto";
+  std::vector<IdRange> uid_ranges, gid_ranges;  // uidmapping=, gidmapping=
+  bool squash_to_root = false;
+  std::optional<uint32_t> squash_uid, squash_gid;
   // Options handed to the kernel/libfuse (allow_other, fsname=..., nosuid, ...).
   std::vector<std::string> fuse_options;
   // Accepted for compatibility with fuse-overlayfs and mount(8), without effect.

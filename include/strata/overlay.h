@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "strata/copy_up.h"
+#include "strata/id_map.h"
 #include "strata/inode_table.h"
 #include "strata/layers.h"
 #include "strata/readdir.h"
@@ -50,6 +51,16 @@ class Overlay {
  public:
   Overlay(std::unique_ptr<LayerStack> stack, Tracer* tracer);
   Status init();
+  // Owners as the mount shows them vs on disk (uidmapping=, squash_to_*=); identity by default.
+  void set_id_maps(IdMap uids, IdMap gids) {
+    uid_map_ = std::move(uids);
+    gid_map_ = std::move(gids);
+  }
+  // Turn a real stat of a layer object into what the mount shows (owner mapping).
+  void present(struct stat& st) const {
+    st.st_uid = uid_map_.shown(st.st_uid);
+    st.st_gid = gid_map_.shown(st.st_gid);
+  }
 
   const LayerStack& stack() const { return *stack_; }
   InodeTable& table() { return table_; }
@@ -133,6 +144,7 @@ class Overlay {
   InodeTable table_;
   NodePtr root_;
   OverlayStats stats_;
+  IdMap uid_map_, gid_map_;
 };
 
 }  // namespace strata

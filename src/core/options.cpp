@@ -47,11 +47,11 @@ constexpr std::array kFuseValueOptions = {"fsname", "subtype", "max_read", "cont
 
 // Accepted for compatibility (fuse-overlayfs, kernel overlay, mount(8)) without effect here.
 constexpr std::array kIgnoredOptions = {
-    "static_nlink", "noacl", "squash_to_root", "userxattr", "relatime", "strictatime",
+    "static_nlink", "noacl", "userxattr", "relatime", "strictatime",
     "lazytime", "nostrictatime", "_netdev", "nofail", "noauto", "auto", "user", "users", "owner",
     "nouser", "defaults", "kernel_cache", "silent", "loud", "nfs_export", "clone_fd"};
 constexpr std::array kIgnoredValueOptions = {
-    "uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "noxattrs", "xattr_permissions",
+    "noxattrs", "xattr_permissions",
     "plugins", "fast_ino", "writeback", "threaded", "redirect_dir", "index", "metacopy", "xino",
     "max_idle_threads", "max_threads", "user", "uid", "gid", "umask"};
 
@@ -122,6 +122,19 @@ std::expected<void, std::string> parse_option_string(const std::string& text, Mo
       if (value != "auto" && value != "off")
         return std::unexpected(fmt::format("passthrough '{}': must be auto or off", value));
       out.passthrough = value;
+    } else if (key == "uidmapping" || key == "gidmapping") {
+      if (auto r = need_value(); !r) return r;
+      auto ranges = IdMap::parse(key, value);
+      if (!ranges) return std::unexpected(ranges.error());
+      (key == "uidmapping" ? out.uid_ranges : out.gid_ranges) = std::move(*ranges);
+    } else if (key == "squash_to_root" && !has_value) {
+      out.squash_to_root = true;
+    } else if (key == "squash_to_uid" || key == "squash_to_gid") {
+      if (auto r = need_value(); !r) return r;
+      char* end = nullptr;
+      unsigned long id = std::strtoul(value.c_str(), &end, 10);
+      if (*end || id > 0xffffffffUL) return std::unexpected(fmt::format("{} '{}': not an id", key, value));
+      (key == "squash_to_uid" ? out.squash_uid : out.squash_gid) = uint32_t(id);
     } else if (!has_value && contains(kFuseOptions, key)) {
       if (key == "ro") out.read_only = true;
       if (key == "rw") out.read_only = false;

@@ -147,6 +147,7 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     attr.st_ino = node->ino;
     if (is_dir && node->dirs.size() > 1) attr.st_nlink = 1;  // as the kernel: merged dirs show 1
   }
+  present(attr);
   return Entry{std::move(node), attr};
 }
 
@@ -198,6 +199,7 @@ Result<struct stat> Overlay::getattr(const NodePtr& node) {
     std::lock_guard lock(node->mu);
     if (node->dirs.size() > 1) st->st_nlink = 1;
   }
+  present(*st);
   return st;
 }
 
@@ -309,6 +311,8 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
 
 Status Overlay::fix_owner(int dirfd, const char* name, const NodePtr& parent, Caller who, mode_t mode,
                           bool is_link) {
+  who.uid = uid_map_.to_disk(who.uid);
+  who.gid = gid_map_.to_disk(who.gid);
   gid_t gid = who.gid;
   int upper_parent = upper_fd_of(*parent);
   auto pst = sys::fstat(upper_parent);

@@ -61,7 +61,9 @@ Result<struct stat> Overlay::setattr(const NodePtr& node, const AttrChange& c, i
   const char* name = loc->name.c_str();
   const int flags = AT_SYMLINK_NOFOLLOW | at_empty(loc->name);
   if (c.uid || c.gid) {
-    if (::fchownat(dirfd, name, c.uid ? c.values.st_uid : uid_t(-1), c.gid ? c.values.st_gid : gid_t(-1), flags) < 0)
+    uid_t uid = c.uid ? uid_map_.to_disk(c.values.st_uid) : uid_t(-1);
+    gid_t gid = c.gid ? gid_map_.to_disk(c.values.st_gid) : gid_t(-1);
+    if (::fchownat(dirfd, name, uid, gid, flags) < 0)
       return fail_errno();
   }
   if (c.mode && !S_ISLNK(node->type)) {

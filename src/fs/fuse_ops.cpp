@@ -181,7 +181,10 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     auto st = d.overlay->getattr(node);
     if (!st && fi && !node->is_dir() && file_of(fi)) {  // unlinked but open: ask the open file
       st = sys::fstat(file_of(fi)->fd.get());
-      if (st) st->st_ino = node->ino;
+      if (st) {
+        st->st_ino = node->ino;
+        d.overlay->present(*st);
+      }
     }
     if (!st) return (void)fuse_reply_err(req, st.error());
     fuse_reply_attr(req, &*st, d.timeout);

@@ -189,12 +189,24 @@ int main(int argc, char** argv) {
   ::umask(0);  // modes we pass to the layers are exact; the kernel already applied the caller's umask
 
   Overlay overlay(std::move(*stack), &tracer);
+  {
+    IdMap uids, gids;
+    uids.set_ranges(opts.uid_ranges);
+    gids.set_ranges(opts.gid_ranges);
+    if (opts.squash_uid) uids.set_squash(opts.squash_uid);
+    else if (opts.squash_to_root) uids.set_squash(0);
+    if (opts.squash_gid) gids.set_squash(opts.squash_gid);
+    else if (opts.squash_to_root) gids.set_squash(0);
+    overlay.set_id_maps(std::move(uids), std::move(gids));
+  }
   if (auto r = overlay.init(); !r) die(fmt::format("lowerdir: cannot read the layer roots: {}", sys::errno_text(r.error())));
 
   std::string fuse_opts = "default_permissions,fsname=strata-fs,subtype=strata-fs";
   // As the kernel overlay does for root: device nodes and setuid binaries of the layers work
   // (libfuse would default to nodev,nosuid). nodev/nosuid given by the user come later and win.
-  if (::geteuid() == 0) fuse_opts += ",dev,suid";
+  // Also like the kernel overlay, the mount is for every user (permissions are checked by the
+  // kernel against the layers' owners and modes: default_permissions).
+  if (::geteuid() == 0) fuse_opts += ",dev,suid,allow_other";
   if (!overlay.stack().has_upper()) fuse_opts += ",ro";
   for (const auto& o : opts.fuse_options) {
     if (o == "default_permissions") continue;
