@@ -1,0 +1,382 @@
+"""File system operations as data, for differential tests (write_ops, fuzz_ops).
+
+An operation is a tuple ('name', arg, ...) whose arguments are paths relative to the mount root,
+numbers and bytes. run_op(root, op) performs it and returns a short text that is comparable across
+mounts: 'ok', 'ok <details>' or the errno name. Nothing in a result depends on where the mount is,
+on inode numbers or on the time.
+
+Safety: the layer trees contain symlinks, and an operation must never act outside the mount. So no
+operation follows a symlink in any path component (parents are checked with lstat first, the final
+component is opened with O_NOFOLLOW or handled with follow_symlinks=False).
+"""
+
+import errno
+import hashlib
+import mmap
+import os
+import stat
+import subprocess
+
+import overlay as ov
+
+
+class SkipOp(Exception):
+    pass
+
+
+def _p(root, rel):
+    return os.path.join(root, rel) if rel else root
+
+
+def _no_symlink_parents(root, rel):
+    parts = rel.split("/")[:-1]
+    cur = root
+    for part in parts:
+        cur = os.path.join(cur, part)
+        try:
+            if stat.S_ISLNK(os.lstat(cur).st_mode):
+                raise SkipOp("symlink-in-path")
+        except FileNotFoundError:
+            return  # the operation itself will report ENOENT
+        except NotADirectoryError:
+            return
+
+
+def _open(root, rel, flags, mode=0o644):
+    """open(2) that never follows a symlink and never opens a fifo or device node (a fifo would
+    block, a device could be a real one)."""
+    try:
+        st = os.lstat(_p(root, rel))
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            if flags & os.O_CREAT and flags & os.O_EXCL:
+                raise FileExistsError(errno.EEXIST, "exists", rel)
+            raise SkipOp(f"type {ov._typechar(st.st_mode)}")
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    return os.open(_p(root, rel), flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _describe(st):
+    t = ov._typechar(st.st_mode)
+    nlink = "" if "nlink" in ov.env_excluded_fields() else f" nlink={st.st_nlink}"
+    s = f"{t} {stat.S_IMODE(st.st_mode):04o}{nlink} {st.st_uid}:{st.st_gid}"
+    if t == "f":
+        s += f" size={st.st_size}"
+    if t in "cb":
+        s += f" rdev={os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    return s
+
+
+def op_create(root, rel, data=b"", mode=0o644):
+    fd = _open(root, rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def op_write(root, rel, off, data):
+    fd = _open(root, rel, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, off)
+        return f"size={os.fstat(fd).st_size}"
+    finally:
+        os.close(fd)
+
+
+def op_append(root, rel, data):
+    fd = _open(root, rel, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, data)
+        return f"size={os.fstat(fd).st_size}"
+    finally:
+        os.close(fd)
+
+
+def op_truncate(root, rel, size):
+    fd = _open(root, rel, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def op_open_trunc(root, rel):
+    os.close(_open(root, rel, os.O_WRONLY | os.O_TRUNC))
+
+
+def op_read(root, rel):
+    fd = _open(root, rel, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks = []
+        while True:
+            c = os.read(fd, 1 << 20)
+            if not c:
+                break
+            chunks.append(c)
+        data = b"".join(chunks)
+        return f"len={len(data)} sha={_sha(data)}"
+    finally:
+        os.close(fd)
+
+
+def op_stat(root, rel):
+    return _describe(os.lstat(_p(root, rel)))
+
+
+def op_readdir(root, rel):
+    names = sorted(os.listdir(os.fsencode(_p(root, rel))))
+    return "[" + ",".join(ov.esc(n) for n in names) + "]"
+
+
+def op_unlink(root, rel):
+    os.unlink(_p(root, rel))
+
+
+def op_rmdir(root, rel):
+    os.rmdir(_p(root, rel))
+
+
+def op_mkdir(root, rel, mode=0o755):
+    os.mkdir(_p(root, rel), mode)
+
+
+def op_makedirs(root, rel):
+    os.makedirs(_p(root, rel))
+
+
+def op_rmtree(root, rel):
+    """Depth-first removal in sorted order; stops at the first error (like rm -r would report)."""
+    def remove(path):
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(os.fsencode(path))):
+                remove(os.path.join(os.fsencode(path), name))
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    remove(_p(root, rel))
+
+
+def op_rename(root, a, b):
+    os.rename(_p(root, a), _p(root, b))
+
+
+def op_rename2(root, a, b, flags):
+    ov.renameat2(_p(root, a), _p(root, b), flags)
+
+
+def op_rename_ino(root, a, b):
+    """rename, and whether st_ino survived it (the kernel keeps it, even for a lower dir)."""
+    before = os.lstat(_p(root, a)).st_ino
+    os.rename(_p(root, a), _p(root, b))
+    return "st_ino kept" if os.lstat(_p(root, b)).st_ino == before else "st_ino changed"
+
+
+def op_link(root, a, b):
+    os.link(_p(root, a), _p(root, b), follow_symlinks=False)
+    sa, sb = os.lstat(_p(root, a)), os.lstat(_p(root, b))
+    return f"nlink={sa.st_nlink},{sb.st_nlink} same_ino={sa.st_ino == sb.st_ino}"
+
+
+def op_symlink(root, target, rel):
+    os.symlink(target, _p(root, rel))
+
+
+def op_mkfifo(root, rel, mode=0o644):
+    os.mkfifo(_p(root, rel), mode)
+
+
+def op_mknod(root, rel, kind, major, minor, mode=0o644):
+    t = {"chr": stat.S_IFCHR, "blk": stat.S_IFBLK, "sock": stat.S_IFSOCK}[kind]
+    os.mknod(_p(root, rel), t | mode, os.makedev(major, minor))
+
+
+def op_chmod(root, rel, mode):
+    if stat.S_ISLNK(os.lstat(_p(root, rel)).st_mode):
+        raise SkipOp("symlink")
+    os.chmod(_p(root, rel), mode)
+    return f"{stat.S_IMODE(os.lstat(_p(root, rel)).st_mode):04o}"
+
+
+def op_chown(root, rel, uid, gid):
+    os.chown(_p(root, rel), uid, gid, follow_symlinks=False)
+    st = os.lstat(_p(root, rel))
+    return f"{st.st_uid}:{st.st_gid} {stat.S_IMODE(st.st_mode):04o}"
+
+
+def op_utime(root, rel, atime_ns, mtime_ns):
+    os.utime(_p(root, rel), ns=(atime_ns, mtime_ns), follow_symlinks=False)
+    st = os.lstat(_p(root, rel))
+    return f"atime={st.st_atime_ns} mtime={st.st_mtime_ns}"
+
+
+def op_setxattr(root, rel, name, value):
+    os.setxattr(_p(root, rel), name, value, follow_symlinks=False)
+
+
+def op_removexattr(root, rel, name):
+    os.removexattr(_p(root, rel), name, follow_symlinks=False)
+
+
+def op_getxattr(root, rel, name):
+    return ov._fmt_xattr_value(os.getxattr(_p(root, rel), name, follow_symlinks=False))
+
+
+def op_listxattr(root, rel):
+    return ",".join(sorted(os.listxattr(_p(root, rel), follow_symlinks=False)))
+
+
+def op_cp_a(root, src, dst):
+    r = subprocess.run(["cp", "-a", "--", _p(root, src), _p(root, dst)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return f"rc={r.returncode}"
+
+
+def op_open_before_copyup(root, rel, data):
+    """A read-only fd opened before the copy-up must see what is written after it (the kernel
+    reopens the real file on the upper layer since 4.19)."""
+    fd1 = _open(root, rel, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        fd2 = _open(root, rel, os.O_WRONLY)
+        try:
+            os.pwrite(fd2, data, 0)
+        finally:
+            os.close(fd2)
+        seen = os.pread(fd1, len(data), 0)
+        return f"old fd sees {'new' if seen == data else 'OLD'} data, fstat size={os.fstat(fd1).st_size}"
+    finally:
+        os.close(fd1)
+
+
+def op_copyup_ino(root, rel):
+    """Trigger a copy-up without changing anything (chown to the same owner): st_ino must stay."""
+    st = os.lstat(_p(root, rel))
+    os.chown(_p(root, rel), st.st_uid, st.st_gid, follow_symlinks=False)
+    st2 = os.lstat(_p(root, rel))
+    return f"st_ino {'kept' if st.st_ino == st2.st_ino else 'changed'} nlink={st2.st_nlink}"
+
+
+def op_mmap_write(root, rel, off, data):
+    fd = _open(root, rel, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return "empty"
+        off = off % size
+        data = data[:size - off]
+        with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
+            m[off:off + len(data)] = data
+            m.flush()
+        os.lseek(fd, 0, os.SEEK_SET)
+        return f"sha={_sha(os.pread(fd, size, 0))}"
+    finally:
+        os.close(fd)
+
+
+OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
+TWO_PATH_OPS = {"rename", "rename2", "rename_ino", "link", "cp_a"}
+
+
+def run_op(root, op):
+    name, *args = op
+    try:
+        paths = args[:2] if name in TWO_PATH_OPS else args[1:2] if name == "symlink" else args[:1]
+        for rel in paths:
+            _no_symlink_parents(root, rel)
+        r = OPS[name](root, *args)
+        return "ok" if r is None else f"ok {r}"
+    except SkipOp as e:
+        return f"skipped ({e})"
+    except OSError as e:
+        return ov.errname(e)
+
+
+def fmt_op(op):
+    """The op as one line of Python-like text, bytes shortened."""
+    name, *args = op
+    parts = []
+    for a in args:
+        if isinstance(a, bytes):
+            parts.append(repr(a) if len(a) <= 16 else f"<{len(a)} bytes {_sha(a)}>")
+        elif isinstance(a, str):
+            parts.append("'" + ov.esc(a) + "'")
+        elif isinstance(a, int) and name in ("chmod", "mkdir", "create", "mkfifo") and a > 7:
+            parts.append(oct(a))
+        else:
+            parts.append(repr(a))
+    return f"{name}({', '.join(parts)})"
+
+
+# ------------------------------------------------------------------------------------------------
+# a rough model of the tree, only to pick plausible targets while generating a script
+
+
+def walk_types(root, skip=None):
+    """{relpath (str): type char} of the mounted tree (no symlinks followed)."""
+    out = {}
+    root_b = os.fsencode(root)
+
+    def visit(rel):
+        full = root_b + b"/" + rel if rel else root_b
+        try:
+            st = os.lstat(full)
+        except OSError:
+            return
+        srel = os.fsdecode(rel)
+        if rel and skip is not None and skip(srel):
+            return
+        out[srel] = ov._typechar(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                names = sorted(os.listdir(full))
+            except OSError:
+                return
+            for n in names:
+                visit(rel + b"/" + n if rel else n)
+
+    visit(b"")
+    return out
+
+
+class Model:
+    """path -> type char. Updated by the generators as if every operation succeeded."""
+
+    def __init__(self, types):
+        self.t = dict(types)
+
+    def of(self, kind):
+        return sorted((p for p, t in self.t.items() if p and t == kind), key=os.fsencode)
+
+    def all(self):
+        return sorted((p for p in self.t if p), key=os.fsencode)
+
+    def children(self, d):
+        prefix = d + "/" if d else ""
+        return sorted((p for p in self.t if p.startswith(prefix) and p != d and "/" not in p[len(prefix):]),
+                      key=os.fsencode)
+
+    def remove(self, p):
+        for q in [q for q in self.t if q == p or q.startswith(p + "/")]:
+            del self.t[q]
+
+    def add(self, p, kind):
+        self.t[p] = kind
+
+    def move(self, a, b):
+        moved = {b + q[len(a):]: t for q, t in self.t.items() if q == a or q.startswith(a + "/")}
+        self.remove(a)
+        self.remove(b)
+        self.t.update(moved)
+
+    def fresh(self, rng, parent, stem="new"):
+        for i in range(1000):
+            name = f"{stem}{rng.randrange(10**6)}"
+            p = f"{parent}/{name}" if parent else name
+            if p not in self.t:
+                return p
+        raise RuntimeError("no fresh name")
