@@ -11,8 +11,8 @@ top of it lives here instead.
   mountable by strata-fs (daemonized or in the foreground with stderr captured) or by the kernel.
 - stats()/layer_of() read the daemon's virtual xattrs.
 
-Run as a program (ctest mount/mountlib, since ctest registers every test/mount/*.py), it checks
-itself: both mount styles come up and go down with their daemon, stats() and layer_of() parse.
+Run as a program, it checks itself: both mount styles come up and go down with their daemon,
+stats() and layer_of() parse. (ctest skips it: CMakeLists.txt treats *lib.py as a helper.)
 
 Only the Python standard library is used.
 """
@@ -263,6 +263,32 @@ def signal_and_wait(pid, path, sig=signal.SIGUSR1, needle="", timeout=5.0):
             return read_text(path).encode()[before:].decode(errors="replace")
         time.sleep(0.02)
     return read_text(path).encode()[before:].decode(errors="replace")
+
+
+def kernel_offers_passthrough():
+    """(offered, why): FUSE passthrough needs Linux >= 6.9 built with CONFIG_FUSE_PASSTHROUGH.
+    An unreadable kernel config counts as offered: then a daemon without passthrough fails."""
+    release = os.uname().release
+    try:
+        major, minor = (int(x) for x in release.split(".")[:2])
+    except ValueError:
+        return True, f"kernel {release}: version not parsed, assuming passthrough"
+    if (major, minor) < (6, 9):
+        return False, f"kernel {release} < 6.9 has no FUSE passthrough"
+    config = None
+    try:
+        import gzip
+        with gzip.open("/proc/config.gz", "rt") as f:
+            config = f.read()
+    except OSError:
+        try:
+            with open(f"/boot/config-{release}") as f:
+                config = f.read()
+        except OSError:
+            pass
+    if config is not None and "CONFIG_FUSE_PASSTHROUGH=y" not in config:
+        return False, f"kernel {release} is built without CONFIG_FUSE_PASSTHROUGH"
+    return True, f"kernel {release} offers FUSE passthrough"
 
 
 def scratch(name):
