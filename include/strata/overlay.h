@@ -135,6 +135,7 @@ class Overlay {
                               mode_t mode, bool is_link, MakeFn make);
   Status remove_entry(const NodePtr& parent, std::string_view name, bool want_dir);
   Status clear_dir_in_upper(int upper_dirfd, const std::string& name);
+  Status empty_upper_dir(int upper_dirfd, const std::string& name);
   Status whiteout_upper_entry(int upper_dirfd, const std::string& name);
   void detach_node_at(int upper_dirfd, const std::string& name, const Node* parent);
   void note_whiteout(const NodePtr& parent, std::string_view name, const char* how);

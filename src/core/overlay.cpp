@@ -1,5 +1,6 @@
 #include "strata/overlay.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -472,6 +473,37 @@ Status Overlay::whiteout_upper_entry(int up, const std::string& name) {
   }
   STRATA_TRY(remove_tree(up, name.c_str()));
   return make_whiteout(*stack_, up, name.c_str());
+}
+
+Status Overlay::empty_upper_dir(int up, const std::string& name) {
+  auto dir = sys::openat(up, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!dir) return fail(dir.error());
+  auto entries = sys::openat(dir->get(), ".", O_RDONLY | O_DIRECTORY);
+  if (!entries) return fail(entries.error());
+  DIR* stream = ::fdopendir(entries->release());
+  if (!stream) return fail_errno();
+  bool empty = true;
+  while (struct dirent* e = ::readdir(stream)) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(stream);
+  if (empty) return {};
+  const int work = stack_->work_fd();
+  const std::string tmp = staging_name("empty");
+  if (::mkdirat(work, tmp.c_str(), 0700) < 0) return fail_errno();
+  auto undo = [&](int err) -> Status {
+    remove_tree(work, tmp.c_str());
+    return fail(err);
+  };
+  auto fresh = sys::openat(work, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  if (!fresh) return undo(fresh.error());
+  if (auto r = set_opaque(*stack_, fresh->get()); !r) return undo(r.error());
+  if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) return undo(r.error());
+  return remove_tree(work, tmp.c_str());
 }
 
 Status Overlay::clear_dir_in_upper(int up, const std::string& name) {

@@ -133,7 +133,10 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
       need_whiteout = false;
     } else {
       if (target_exists && !is_whiteout(target)) {
-        if (S_ISDIR(target.st_mode)) STRATA_TRY(clear_dir_in_upper(u2, n2));
+        // A directory target is empty in the merged view but its upper part may hold
+        // whiteouts: swap in an empty opaque directory first, so that no moment (and no
+        // crash) shows the lower entries those whiteouts hid.
+        if (S_ISDIR(target.st_mode)) STRATA_TRY(empty_upper_dir(u2, n2));
         else detach_node_at(u2, n2, p2.get());
       }
       NodePtr replaced = dst->found ? node_of(p2, n2, *dst) : nullptr;

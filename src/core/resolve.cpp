@@ -31,7 +31,9 @@ Result<UniqueFd> open_dir_path(int root, const std::string& path) {
     size_t slash = path.find('/', pos);
     std::string part = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
     pos = slash == std::string::npos ? path.size() : slash + 1;
-    if (part.empty()) continue;
+    if (part.empty() || part == ".") continue;
+    // A redirect comes from an xattr in a layer: never let it climb out of the layer root.
+    if (part == "..") return fail(EXDEV);
     auto next = sys::openat(cur->get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (!next) return next;
     cur = std::move(next);
@@ -138,6 +140,9 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
     int from_layer = s.res.dirs.back().layer + 1;
     std::string target = redirect;
     redirect.clear();
+    // A relative redirect is one name beside the old one; anything else is malformed: ignore it.
+    if (!target.starts_with('/') && (target.find('/') != std::string::npos || target == "." || target == ".."))
+      break;
     if (target.starts_with('/')) {
       lower_path = target.substr(1);
       for (int layer = from_layer; layer <= stack.lower_count(); ++layer) {

@@ -9,7 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <expected>
 #include <cstring>
 #include <fmt/format.h>
 #include <string>
@@ -134,6 +137,36 @@ int passthrough_stack_depth(const LayerStack& stack) {
   return 1;
 }
 
+std::string canonical_path(const std::string& path) {
+  char buf[PATH_MAX];
+  return ::realpath(path.c_str(), buf) ? std::string(buf) : path;
+}
+
+bool path_inside(const std::string& inner, const std::string& outer) {
+  return inner == outer || outer == "/" || (inner.starts_with(outer) && inner[outer.size()] == '/');
+}
+
+// A mountpoint inside a layer (or a layer inside the mountpoint) would make the daemon look up
+// names in its own mount: a deadlock, or endless recursion. Refuse it up front.
+std::expected<void, std::string> check_no_recursion(const std::string& mountpoint, const MountOptions& opts) {
+  const std::string mnt = canonical_path(mountpoint);
+  auto check = [&](const char* what, const std::string& dir) -> std::expected<void, std::string> {
+    if (dir.empty()) return {};
+    const std::string d = canonical_path(dir);
+    if (path_inside(mnt, d))
+      return std::unexpected(fmt::format("mountpoint {}: inside {} {}: the mount would look itself up",
+                                         mountpoint, what, dir));
+    if (path_inside(d, mnt))
+      return std::unexpected(fmt::format("{} {}: inside the mountpoint {}: the mount would look itself up",
+                                         what, dir, mountpoint));
+    return {};
+  };
+  for (const auto& lower : opts.lowerdirs)
+    if (auto r = check("lowerdir", lower); !r) return r;
+  if (auto r = check("upperdir", opts.upperdir); !r) return r;
+  return check("workdir", opts.workdir);
+}
+
 // SIGUSR1 prints the summary. The handler only pokes a pipe; a thread does the formatting.
 int g_summary_pipe[2] = {-1, -1};
 
@@ -167,6 +200,7 @@ int main(int argc, char** argv) {
     die(fmt::format("mountpoint {}: {}", cl.mountpoint, sys::errno_text(st.error())));
   else if (!S_ISDIR(st->st_mode))
     die(fmt::format("mountpoint {}: {}", cl.mountpoint, sys::errno_text(ENOTDIR)));
+  if (auto r = check_no_recursion(cl.mountpoint, opts); !r) die(r.error());
   if (auto r = (*stack)->prepare_workdir(); !r) die(r.error());
 
   uint32_t categories = 0;

@@ -63,22 +63,24 @@ class Checker {
       const auto& [ul, up] = user_markers_.front();
       const auto& [tl, tp] = trusted_markers_.front();
       add(true, ul, up,
-          fmt::format("user.overlay.* markers here (and {} more) and trusted.overlay.* markers elsewhere "
-                      "(e.g. {}): the kernel overlay reads one namespace per mount, the other is ignored",
-                      user_markers_.size() - 1, printable(real_path(stack_, tl, tp))),
+          fmt::format("user.overlay.* markers here{} and trusted.overlay.* markers elsewhere (e.g. {}): "
+                      "the kernel overlay reads one namespace per mount, the other is ignored",
+                      more(user_markers_.size() - 1), printable(real_path(stack_, tl, tp))),
           "write all markers in one namespace: trusted.overlay.* (root), or user.overlay.* and mount "
           "with -o userxattr");
     } else {
       const auto& [ul, up] = user_markers_.front();
       add(false, ul, up,
-          fmt::format("user.overlay.* markers here (and {} more): the kernel overlay reads them only "
-                      "when mounted with -o userxattr",
-                      user_markers_.size() - 1),
+          fmt::format("user.overlay.* markers here{}: the kernel overlay reads them only when mounted "
+                      "with -o userxattr",
+                      more(user_markers_.size() - 1)),
           "mount the kernel overlay with -o userxattr (strata-fs reads both namespaces)");
     }
   }
 
   const std::vector<Finding>& findings() const { return findings_; }
+
+  static std::string more(size_t n) { return n ? fmt::format(" (and {} more)", n) : ""; }
 
  private:
   struct DirInfo {
