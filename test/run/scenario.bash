@@ -1,0 +1,95 @@
+# The container checks that root.sh and rootless.sh both run (sourced after common.bash).
+# Inputs: RUNAS (array: the command prefix that runs as the caller, empty for root), WORK (a
+# scratch directory the caller may write), BASE (the busybox rootfs the caller may read and own).
+# shellcheck shell=bash disable=SC2015,SC2012  # ok and fail return 0: `A && ok || fail` is an if/else; ls lists names we made
+
+strata_run() { env TMPDIR="$WORK/tmp" "${RUNAS[@]}" "$STRATA_BUILD/strata-run" "$@"; }
+# For `strata_run_bg ARGS &`: the background subshell becomes strata-run, so that $! is its pid
+# (to signal it), with the signals that bash ignores in background jobs back at their defaults.
+strata_run_bg() { exec env --default-signal TMPDIR="$WORK/tmp" "${RUNAS[@]}" "$STRATA_BUILD/strata-run" "$@"; }
+
+container_checks() {
+  local top=$WORK/top lowers rc out
+  mkdir -p "$WORK/tmp" "$top/etc" "$top/data"
+  echo "from the top layer" >"$top/etc/motd"
+  echo "keep me" >"$top/data/keep"
+  [[ ${#RUNAS[@]} -gt 0 ]] && chown -R "$TEST_UID:$TEST_GID" "$WORK"
+  lowers=$top:$BASE
+  local hash_top hash_base
+  hash_top=$(tree_hash "$top")
+  hash_base=$(tree_hash "$BASE")
+
+  out=$(strata_run --lower "$lowers" -- sh -c 'echo $$')
+  expect 'echo $$ prints 1 (the command is pid 1)' 1 "$out"
+  out=$(strata_run --lower "$lowers" --hostname box-one hostname)
+  expect 'hostname prints the --hostname' box-one "$out"
+  out=$(strata_run --lower "$lowers" id -u)
+  expect 'id -u prints 0 (the caller is root inside)' 0 "$out"
+  out=$(strata_run --lower "$lowers" cat /etc/motd /etc/hostname)
+  expect 'both layers visible, the top one first' "from the top layer
+strata" "$out"
+
+  # Changes land in --upper, its work directory beside it.
+  local upper=$WORK/upper
+  out=$(strata_run --lower "$lowers" --upper "$upper" -- sh -c 'echo hello > /root/new.txt && rm /etc/hostname /data/keep && echo done')
+  expect 'a container writes and deletes' 'done' "$out"
+  expect 'the new file is in the upper' hello "$(cat "$upper/root/new.txt" 2>&1)"
+  expect 'a deleted lower file leaves a whiteout (char 0/0) in the upper' 'character special file 0:0' \
+    "$(stat -c '%F %t:%T' "$upper/etc/hostname" 2>&1)"
+  expect 'a whiteout for the file of the second layer too' 'character special file 0:0' \
+    "$(stat -c '%F %t:%T' "$upper/data/keep" 2>&1)"
+  [[ -d $upper.work && ! -e $upper/work ]] && ok "the work directory is beside the upper ($upper.work)" \
+    || fail "work directory: want $upper.work and nothing in the upper; have: $(ls -A "$upper" | tr '\n' ' ')"
+  if [[ ${#RUNAS[@]} -gt 0 ]]; then
+    expect 'the file written inside belongs to the caller on the host' "$TEST_UID" "$(stat -c %u "$upper/root/new.txt")"
+  fi
+  out=$(strata_run --lower "$lowers" --upper "$upper" -- sh -c 'cat /root/new.txt; test -e /etc/hostname || echo gone')
+  expect 'a second container over the same upper sees the changes' "hello
+gone" "$out"
+
+  strata_run --lower "$lowers" -- sh -c 'exit 7'
+  expect "the command's exit status passes through" 7 "$?"
+  strata_run --lower "$lowers" -- no-such-command 2>"$WORK/err"
+  rc=$?
+  expect 'a command not in the image: exit 127' 127 "$rc"
+  expect '... with a message naming it' "strata-run: no-such-command: not found in the container (PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)" "$(cat "$WORK/err")"
+
+  # Three at once over the same lower layers, each with its own upper: none sees the others.
+  local i pids=()
+  for i in 1 2 3; do
+    strata_run --lower "$lowers" --upper "$WORK/c$i" --hostname "c$i" -- \
+      sh -c "echo c$i > /who; sleep 0.5; cat /who; ls / | grep -c '^who\$'; hostname; ls /tmp" >"$WORK/out$i" 2>&1 &
+    pids+=($!)
+  done
+  for i in 1 2 3; do
+    wait "${pids[$((i - 1))]}"
+    expect "container $i of 3 exited 0" 0 "$?"
+    expect "container $i saw only its own file and hostname" "c$i
+1
+c$i" "$(cat "$WORK/out$i")"
+    expect "container $i's upper holds only its own change" who "$(ls -A "$WORK/c$i" | tr '\n' ' ' | sed 's/ $//')"
+  done
+
+  # strata-run killed outright: its holder (PR_SET_PDEATHSIG) stops the container and the daemon,
+  # unmounts and removes the temporary upper, even the file a container uid other than 0 owns.
+  strata_run_bg --lower "$lowers" -- sh -c 'echo x > /tmp/f; chown 1000:1000 /tmp/f 2>/dev/null; echo ready; exec sleep 30' \
+    >"$WORK/killed.out" 2>&1 &
+  local victim=$! tries
+  for ((tries = 0; tries < 100; tries++)); do
+    grep -q ready "$WORK/killed.out" && break
+    sleep 0.05
+  done
+  kill -KILL "$victim"
+  wait "$victim" 2>/dev/null
+  expect 'SIGKILL of strata-run: the shell sees 137' 137 "$?"
+  for ((tries = 0; tries < 100; tries++)); do
+    [[ -z $(ls -A "$WORK/tmp") ]] && ! pgrep -f -- "$WORK/tmp" >/dev/null && break
+    sleep 0.05
+  done
+  ((tries < 100)) && ok "after SIGKILL of strata-run, the container, strata-fs and the scratch directory went ($((tries * 50)) ms)" \
+    || fail "after SIGKILL of strata-run, still there: $(ls -A "$WORK/tmp") $(pgrep -af -- "$WORK/tmp")"
+
+  expect 'the top lower layer is byte-for-byte unchanged' "$hash_top" "$(tree_hash "$top")"
+  expect 'the busybox lower layer is byte-for-byte unchanged' "$hash_base" "$(tree_hash "$BASE")"
+  check_nothing_left "$WORK" "$WORK/tmp"
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Signals and strata-run, as root: a signal sent to strata-run reaches the command (pid 1 of its
+# namespace, where the kernel would drop a signal without a handler: strata-run carries out the
+# default action itself, and the exit status says 128+N), a handler in the command runs,
+# `timeout` works, and a signal that comes while the container is still being set up stops it.
+# shellcheck source-path=SCRIPTDIR disable=SC2015  # ok and fail return 0: `A && ok || fail` is an if/else
+TEST_NAME=signals
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
+require_root
+enter_private_mount_namespace "$@"
+require_binaries
+require_rootfs
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-run-signals.XXXXXX")
+trap cleanup_test EXIT
+mkdir -p "$WORK/tmp"
+# `exec`: a background `run ... &` is then strata-run itself, so $! is the pid to signal; and the
+# signals bash ignores in background jobs (INT, QUIT) are back at their defaults.
+run() { exec env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "$@"; }
+
+# Start a container in the background and wait until it says "ready" on stdout.
+start() {
+  : >"$WORK/out"
+  run "$@" >"$WORK/out" 2>&1 &
+  pid=$!
+  local i
+  for ((i = 0; i < 100; i++)); do
+    grep -q ready "$WORK/out" && return
+    sleep 0.05
+  done
+  fail "the container did not get ready: $(cat "$WORK/out")"
+}
+
+start -- sh -c 'echo ready; exec sleep 30'
+kill -TERM "$pid"
+wait "$pid"
+expect 'SIGTERM to strata-run, command without a handler: exit 143 (128+15)' 143 "$?"
+
+start -- sh -c 'echo ready; exec sleep 30'
+kill -INT "$pid"
+wait "$pid"
+expect 'SIGINT: exit 130' 130 "$?"
+
+start -- sh -c 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done'
+kill -TERM "$pid"
+wait "$pid"
+expect 'a handler in the command runs: its exit status' 3 "$?"
+expect '... and its output' "ready
+got TERM" "$(cat "$WORK/out")"
+
+start -- sh -c 'trap "" HUP; echo ready; sleep 0.5; echo still here'
+kill -HUP "$pid"
+wait "$pid"
+expect 'a signal the command ignores is ignored' 0 "$?"
+
+timeout -s TERM 1 env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" sleep 30
+expect 'timeout 1 strata-run sleep 30: exit 124' 124 "$?"
+
+# A signal during setup: the container is stopped before the command runs (or right after).
+run sleep 30 &
+pid=$!
+kill -TERM "$pid"
+wait "$pid"
+expect 'SIGTERM during setup: exit 143' 143 "$?"
+
+sleep 0.2
+check_nothing_left "$WORK" "$WORK/tmp"
+summary
