@@ -70,6 +70,7 @@ struct Node : std::enable_shared_from_this<Node> {
   int layer = -1;         // layer of the top object (0 = upper)
   std::vector<DirLayer> dirs;  // directories only: contributing layers, upper first
   std::string lower_path;      // directories only: where their lower parts live, from the layer roots
+  int opaque_layer = -1;       // directories only: the layer whose opaque marker cut the merge
   UniqueFd detached;      // non-directories whose known name was removed: an O_PATH fd
   NodeKey key;
   bool unlinked = false;  // removed from the merged tree (open files may still use it)

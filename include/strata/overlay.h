@@ -70,6 +70,9 @@ class Overlay {
 
   // The merged path of a node, for messages and traces ("/etc/passwd").
   std::string path_of(const Node& node) const;
+  std::string child_path(const Node& parent, std::string_view name) const;
+  // The layer the node's top object is in (0 = upper).
+  int layer_of(const Node& node) const;
 
   // Lookups count for the kernel: each successful lookup/create/link adds one (forget removes).
   // `first_lower`: see resolve_child (readdirplus knows where each entry lives).

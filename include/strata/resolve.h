@@ -56,6 +56,7 @@ struct Resolution {
   std::vector<DirLayer> dirs;  // directories: an fd per contributing layer, upper first
   std::string lower_path;      // directories: their path in the lower layers
   bool merged = false;         // directory with more than one contributing layer
+  int opaque_layer = -1;       // directories: the layer whose opaque marker cut the merge
   std::vector<LayerVerdict> trail;  // filled only when asked for
 };
 

@@ -49,6 +49,7 @@ class Tracer {
   }
   // `message` is the sentence a person reads; fields carry the same facts for machines.
   void emit(TraceCategory category, std::string_view message, std::vector<TraceField> fields);
+  bool json() const { return json_; }
   // Free text (e.g. the SIGUSR1 summary) written to the trace sink, or stderr without one.
   void write_raw(std::string_view text) const;
 

@@ -73,6 +73,15 @@ std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const M
     auto lower = open_layer("lowerdir", opts.lowerdirs[i], int(i) + 1);
     if (!lower) return std::unexpected(lower.error());
     stack->layers_.push_back(std::move(*lower));
+    // Writes into an upper (or workdir) that lies inside a lower would change that lower
+    // underneath the mount; the kernel overlay refuses such overlapping layers too.
+    for (const std::string* w : {&opts.upperdir, &opts.workdir}) {
+      if (w->empty()) continue;
+      std::string cw = canonical(*w), cl = canonical(opts.lowerdirs[i]);
+      if (is_inside(cw, cl) || is_inside(cl, cw))
+        return std::unexpected(fmt::format("{} {}: overlaps lowerdir {}", w == &opts.upperdir ? "upperdir" : "workdir",
+                                           *w, opts.lowerdirs[i]));
+    }
   }
   // The upper's filesystem is fs index 0, so its inode numbers show unchanged.
   uint64_t next = 0;

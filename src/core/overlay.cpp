@@ -40,6 +40,7 @@ Status Overlay::init() {
   const auto& top = res->dirs.front();
   root_ = std::make_shared<Node>(S_IFDIR, presented_ino_of(*stack_, top.layer, top.fd.get(), "", res->st));
   root_->layer = res->layer;
+  root_->opaque_layer = res->opaque_layer;
   root_->dirs = std::move(res->dirs);
   root_->nlookup = 1;
   return {};
@@ -60,6 +61,18 @@ std::string Overlay::path_of(const Node& node) const {
   std::string out;
   for (auto it = parts.rbegin(); it != parts.rend(); ++it) out += "/" + *it;
   return out;
+}
+
+std::string Overlay::child_path(const Node& parent, std::string_view name) const {
+  std::string dir = path_of(parent);
+  if (dir != "/") dir += '/';
+  dir.append(name);
+  return dir;
+}
+
+int Overlay::layer_of(const Node& node) const {
+  std::lock_guard lock(node.mu);
+  return node.is_dir() ? (node.dirs.empty() ? -1 : node.dirs.front().layer) : node.layer;
 }
 
 DirView Overlay::view_of(const Node& dir) const {
@@ -136,6 +149,7 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     n->layer = res.layer;
     n->dirs = std::move(res.dirs);
     n->lower_path = std::move(res.lower_path);
+    n->opaque_layer = res.opaque_layer;
     return n;
   });
   struct stat attr = st;
@@ -160,10 +174,10 @@ Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name, int 
   if (res->found) stats_.lookups_per_layer[res->layer].fetch_add(1, std::memory_order_relaxed);
   else stats_.negative_lookups.fetch_add(1, std::memory_order_relaxed);
   if (tracing) {
-    std::string dir = path_of(*parent);
-    std::string path = dir == "/" ? "/" + std::string(name) : dir + "/" + std::string(name);
+    std::string path = child_path(*parent, name);
     std::string story, verdict = res->found ? "found" : "not found";
-    std::string answered = "-", layer_dir = "-";
+    int64_t answered = -1;
+    std::string layer_dir = "-";
     for (const auto& v : res->trail) {
       if (!story.empty()) story += "; ";
       story += fmt::format("{}: {}", layer_label(*stack_, v.layer), describe(v.kind));
@@ -172,19 +186,28 @@ Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name, int 
         if (!res->found) verdict = fmt::format("hidden by whiteout in {}", stack_->layer(v.layer).path);
       }
     }
+    int opaque_layer;
+    {
+      std::lock_guard lock(parent->mu);
+      opaque_layer = parent->opaque_layer;
+    }
     if (res->found) {
-      answered = std::to_string(res->layer);
+      answered = res->layer;
       layer_dir = stack_->layer(res->layer).path;
       verdict = fmt::format("from layer {} ({})", res->layer, layer_dir);
       if (res->merged) verdict += fmt::format(", merged with {} more", res->dirs.size() - 1);
-    } else if (verdict == "not found" && !view.layers.empty()) {
-      // The parent is opaque somewhere: say where the search was cut.
+    } else if (verdict == "not found") {
       verdict = "not found in any layer";
+      if (opaque_layer >= 0 && opaque_layer < stack_->lower_count())
+        verdict = fmt::format("not found: below opaque dir {} in {}, the layers under it are not searched",
+                              path_of(*parent), stack_->layer(opaque_layer).path);
     }
+    if (!res->found && opaque_layer >= 0 && verdict.starts_with("hidden"))
+      verdict += fmt::format("; below opaque dir {} in {}", path_of(*parent), stack_->layer(opaque_layer).path);
     tracer_->emit(kTraceLookup, fmt::format("{}: {} [{}]", path, verdict, story),
                   {field("path", path), field("found", std::string(res->found ? "yes" : "no")),
-                   field("layer", answered), field("layer_dir", layer_dir), field("verdict", verdict),
-                   field("trail", story)});
+                   TraceField{"layer", std::to_string(answered), true}, field("layer_dir", layer_dir),
+                   field("verdict", verdict), field("trail", story)});
   }
   if (!res->found) return fail(ENOENT);
   return intern(parent, name, std::move(*res));
@@ -272,7 +295,14 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   req.dst_name = name;
   req.with_data = with_data;
   req.presented_ino = node->ino;
+  // The rename into the parent changes the parent's times; the merged view did not change, so
+  // put them back afterwards (the kernel overlay does the same).
+  auto parent_before = sys::fstat(upper_parent);
   auto report = copy_up_object(*stack_, req);
+  if (report && parent_before) {
+    struct timespec times[2] = {parent_before->st_atim, parent_before->st_mtim};
+    ::futimens(upper_parent, times);
+  }
   if (!report) {
     if (tracer_ && tracer_->on(kTraceError))
       tracer_->emit(kTraceError, fmt::format("copy-up of {} failed: {}", path_of(*node), sys::errno_text(report.error())),
@@ -334,8 +364,7 @@ Status Overlay::fix_owner(int dirfd, const char* name, const NodePtr& parent, Ca
 void Overlay::note_whiteout(const NodePtr& parent, std::string_view name, const char* how) {
   stats_.whiteouts.fetch_add(1, std::memory_order_relaxed);
   if (!tracer_ || !tracer_->on(kTraceWhiteout)) return;
-  std::string dir = path_of(*parent);
-  std::string path = dir == "/" ? "/" + std::string(name) : dir + "/" + std::string(name);
+  std::string path = child_path(*parent, name);
   tracer_->emit(kTraceWhiteout,
                 fmt::format("{}: whiteout written in upper {} ({}) to hide the lower layers' {}", path,
                             stack_->layer(0).path, how, std::string(name)),
@@ -391,7 +420,7 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
       if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) return undo(r.error());
       ::unlinkat(work, tmp.c_str(), 0);  // the whiteout it replaced
       if (tracer_ && tracer_->on(kTraceOpaque)) {
-        std::string path = path_of(*parent) + (path_of(*parent) == "/" ? "" : "/") + name;
+        std::string path = child_path(*parent, name);
         tracer_->emit(kTraceOpaque,
                       fmt::format("{}: new directory over a whiteout made opaque ({}overlay.opaque=y in upper {}): "
                                   "nothing below shows through",

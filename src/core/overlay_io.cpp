@@ -38,16 +38,6 @@ Result<UniqueFd> Overlay::open(const NodePtr& node, int flags) {
   if (!loc) return fail(loc.error());
   int clean = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW;
   auto fd = loc->name.empty() ? sys::reopen(loc->dirfd, clean) : sys::openat(loc->dirfd, loc->name.c_str(), clean);
-  if (tracer_ && tracer_->on(kTraceOpen)) {
-    std::string path = path_of(*node);
-    tracer_->emit(kTraceOpen,
-                  fmt::format("{}: opened {} in layer {} ({}){}", path, write ? "for writing" : "read-only",
-                              loc->layer, stack_->layer(loc->layer).path,
-                              fd ? "" : fmt::format(": {}", sys::errno_text(fd.error()))),
-                  {field("path", path), field("layer", uint64_t(loc->layer)),
-                   field("layer_dir", stack_->layer(loc->layer).path),
-                   field("mode", std::string(write ? "write" : "read"))});
-  }
   return fd;
 }
 

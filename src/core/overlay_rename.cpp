@@ -177,8 +177,8 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     D->name = n1;
   }
   if (tracer_ && tracer_->on(kTraceRename))
-    tracer_->emit(kTraceRename, fmt::format("{} -> {}{}", path_of(*p1) + "/" + n1, path_of(*S), exchange ? " (exchange)" : ""),
-                  {field("from", path_of(*p1) + "/" + n1), field("to", path_of(*S))});
+    tracer_->emit(kTraceRename, fmt::format("{} -> {}{}", child_path(*p1, n1), path_of(*S), exchange ? " (exchange)" : ""),
+                  {field("from", child_path(*p1, n1)), field("to", path_of(*S))});
   return {};
 }
 

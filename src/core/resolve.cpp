@@ -99,6 +99,7 @@ struct Search {
     }
     res.dirs.push_back({layer, std::move(*dir), layer ? std::make_shared<AufsMarkerCache>() : nullptr});
     if (dir_markers.opaque != OpaqueKind::None) {
+      res.opaque_layer = layer;
       note(layer, LayerVerdict::Opaque, S_IFDIR, describe(dir_markers.opaque));
       return Step::Stop;
     }
@@ -208,7 +209,10 @@ Result<Resolution> resolve_root(const LayerStack& stack) {
       s.res.layer = layer;
     }
     s.res.dirs.push_back({layer, std::move(*fd), layer ? std::make_shared<AufsMarkerCache>() : nullptr});
-    if (markers.opaque != OpaqueKind::None) break;
+    if (markers.opaque != OpaqueKind::None) {
+      s.res.opaque_layer = layer;
+      break;
+    }
   }
   s.res.merged = s.res.dirs.size() > 1;
   return std::move(s.res);

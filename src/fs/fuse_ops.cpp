@@ -10,6 +10,9 @@
 #include <string>
 
 #include "strata/log.h"
+#include "strata/trace.h"
+
+#include <fmt/format.h>
 #include "strata/sys.h"
 
 namespace strata::fs {
@@ -29,51 +32,6 @@ struct FileHandle {
 };
 
 constexpr const char* kStatsXattr = "user.strata.stats";
-
-bool is_write_open(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC); }
-
-// Bind a new open file of `node` (fd already open) to the inode's open state and decide
-// passthrough. Returns the backing id to put in the reply (0: normal FUSE I/O).
-int bind_open(Daemon& d, const NodePtr& node, int fd) {
-  std::lock_guard lock(d.open_mu);
-  OpenState& st = d.open_states[node.get()];
-  if (st.opens == 0) {
-    st.passthrough = false;
-    st.bound_in_upper = d.overlay->in_upper(*node);
-    if (S_ISREG(node->type) && d.passthrough && d.passthrough->usable()) {
-      int id = d.passthrough->open_backing(fd);
-      if (id > 0) {
-        st.passthrough = true;
-        st.backing_id = id;
-      }
-    }
-  }
-  ++st.opens;
-  d.counters.open_files.fetch_add(1, std::memory_order_relaxed);
-  (st.passthrough ? d.counters.passthrough_opens : d.counters.normal_opens).fetch_add(1, std::memory_order_relaxed);
-  return st.passthrough ? st.backing_id : 0;
-}
-
-void unbind_open(Daemon& d, const Node* node) {
-  std::lock_guard lock(d.open_mu);
-  auto it = d.open_states.find(node);
-  if (it == d.open_states.end()) return;
-  d.counters.open_files.fetch_sub(1, std::memory_order_relaxed);
-  if (--it->second.opens > 0) return;
-  if (it->second.passthrough) d.passthrough->close_backing(it->second.backing_id);
-  d.open_states.erase(it);
-}
-
-// Would this open bind the inode to another file than its open files use? (A write to a file
-// still in a lower layer copies it up.) The kernel can't rebind an inode with open files, so the
-// name gets a fresh inode and the VFS walks the path again (ESTALE): old opens keep the old file.
-bool must_rebind(Daemon& d, const NodePtr& node, int flags) {
-  std::lock_guard lock(d.open_mu);
-  auto it = d.open_states.find(node.get());
-  // Opens without passthrough share the kernel's page cache of the inode: they can't disagree.
-  if (it == d.open_states.end() || !it->second.passthrough || it->second.bound_in_upper) return false;
-  return is_write_open(flags) || d.overlay->in_upper(*node);
-}
 
 struct DirHandle {
   bool loaded = false;
@@ -267,36 +225,58 @@ void set_open_flags(struct fuse_file_info* fi, int backing_id) {
   if (backing_id) Passthrough::arm_reply(backing_id);
 }
 
-void reply_open_bound(fuse_req_t req, struct fuse_file_info* fi, int backing_id) {
-  set_open_flags(fi, backing_id);
-  int r = fuse_reply_open(req, fi);
-  Passthrough::disarm_reply();
-  if (r == -ENOENT) {  // interrupted: the kernel never saw this open
-    auto* fh = file_of(fi);
-    unbind_open(daemon_of(req), fh->node.get());
-    delete fh;
-  }
+void trace_open(Daemon& d, const NodePtr& node, int flags, const OpenFiles::Binding& b, bool created) {
+  Tracer* t = d.overlay->tracer();
+  if (!t || !t->on(kTraceOpen)) return;
+  const std::string path = d.overlay->path_of(*node);
+  const int layer = d.overlay->layer_of(*node);
+  const std::string& dir = d.overlay->stack().layer(layer).path;
+  const char* how = created ? "created" : is_write_open(flags) ? "opened for writing" : "opened read-only";
+  std::string io = b.backing_id ? "passthrough (reads and writes bypass the daemon)"
+                                : fmt::format("through the daemon: {}", b.why_not);
+  t->emit(kTraceOpen, fmt::format("{}: {} in layer {} ({}), {}", path, how, layer, dir, io),
+          {field("path", path), field("layer", uint64_t(layer)), field("layer_dir", dir),
+           field("mode", std::string(is_write_open(flags) ? "write" : "read")),
+           field("passthrough", std::string(b.backing_id ? "yes" : "no")), field("why_not", b.why_not)});
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   guarded(req, "open", [&] {
     Daemon& d = daemon_of(req);
     NodePtr node = node_of(req, ino);
-    if (must_rebind(d, node, fi->flags)) {
-      // Copy up now (before anything irreversible such as O_TRUNC), then send the kernel to a
-      // fresh inode for this name.
+    auto rebind = [&]() {
+      // The inode's open files use a lower file while this open needs the upper one, and the
+      // kernel can't rebind an inode with open files: copy up now (before anything irreversible
+      // such as O_TRUNC), give the name a fresh inode and let the VFS walk the path again.
+      // Old open files keep the old data.
       if (is_write_open(fi->flags))
         if (auto r = d.overlay->copy_up(node, !(fi->flags & O_TRUNC)); !r) return (void)fuse_reply_err(req, r.error());
       d.overlay->replace_node(node);
       d.counters.estale_reopens.fetch_add(1, std::memory_order_relaxed);
-      return (void)fuse_reply_err(req, ESTALE);
+      fuse_reply_err(req, ESTALE);
+    };
+    if (d.open_files->must_rebind(node, fi->flags)) return rebind();
+    for (int attempt = 0;; ++attempt) {
+      auto fd = d.overlay->open(node, fi->flags);
+      if (!fd) return (void)fuse_reply_err(req, fd.error());
+      OpenFiles::Binding b = d.open_files->bind(node, fd->get());
+      if (b.outcome == OpenFiles::Binding::Rebind) return rebind();
+      if (b.outcome == OpenFiles::Binding::Stale) {
+        if (attempt < 3) continue;
+        return (void)fuse_reply_err(req, ESTALE);
+      }
+      trace_open(d, node, fi->flags, b, false);
+      auto* fh = new FileHandle{std::move(*fd), node};
+      fi->fh = reinterpret_cast<uint64_t>(fh);
+      set_open_flags(fi, b.backing_id);
+      int sent = fuse_reply_open(req, fi);
+      Passthrough::disarm_reply();
+      if (sent == -ENOENT) {  // interrupted: the kernel never saw this open
+        d.open_files->unbind(node.get());
+        delete fh;
+      }
+      return;
     }
-    auto fd = d.overlay->open(node, fi->flags);
-    if (!fd) return (void)fuse_reply_err(req, fd.error());
-    int backing_id = bind_open(d, node, fd->get());
-    auto* fh = new FileHandle{std::move(*fd), node};
-    fi->fh = reinterpret_cast<uint64_t>(fh);
-    reply_open_bound(req, fi, backing_id);
   });
 }
 
@@ -306,16 +286,21 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     auto r = d.overlay->create(node_of(req, parent), name, mode, fi->flags, caller_of(req));
     if (!r) return (void)fuse_reply_err(req, r.error());
     auto& [entry, fd] = *r;
-    int backing_id = bind_open(d, entry.node, fd.get());
+    OpenFiles::Binding b = d.open_files->bind(entry.node, fd.get());
+    if (b.outcome != OpenFiles::Binding::Bound) {  // a brand-new file can't have other opens
+      d.overlay->forget(entry.node.get(), 1);
+      return (void)fuse_reply_err(req, EIO);
+    }
+    trace_open(d, entry.node, fi->flags, b, true);
     auto* fh = new FileHandle{std::move(fd), entry.node};
     fi->fh = reinterpret_cast<uint64_t>(fh);
     auto p = entry_param(req, entry);
-    set_open_flags(fi, backing_id);
+    set_open_flags(fi, b.backing_id);
     int sent = fuse_reply_create(req, &p, fi);
     Passthrough::disarm_reply();
     if (sent == -ENOENT) {
       d.overlay->forget(entry.node.get(), 1);
-      unbind_open(d, entry.node.get());
+      d.open_files->unbind(entry.node.get());
       delete fh;
     }
   });
@@ -344,7 +329,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off,
 void op_flush(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
 
 void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
-  unbind_open(daemon_of(req), file_of(fi)->node.get());
+  daemon_of(req).open_files->unbind(file_of(fi)->node.get());
   delete file_of(fi);
   fuse_reply_err(req, 0);
 }

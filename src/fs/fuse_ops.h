@@ -8,24 +8,11 @@
 #include <string>
 #include <unordered_map>
 
+#include "open_files.h"
 #include "passthrough.h"
 #include "strata/overlay.h"
 
 namespace strata::fs {
-
-// What the open files of one inode are bound to. The kernel demands that all concurrent opens of
-// an inode agree: all passthrough with one backing id, or all not (passthrough.md, rules 1-2).
-struct OpenState {
-  int opens = 0;
-  bool passthrough = false;
-  int backing_id = 0;
-  bool bound_in_upper = false;  // the file they use is the upper one (else a lower one)
-};
-
-struct DaemonCounters {
-  std::atomic<uint64_t> read_requests{0}, write_requests{0}, open_files{0};
-  std::atomic<uint64_t> passthrough_opens{0}, normal_opens{0}, estale_reopens{0};
-};
 
 struct Daemon {
   Overlay* overlay = nullptr;
@@ -34,8 +21,7 @@ struct Daemon {
   double timeout = 86400;
   bool volatile_mode = false;
   DaemonCounters counters;
-  std::mutex open_mu;  // guards open_states; a leaf lock
-  std::unordered_map<const Node*, OpenState> open_states;
+  OpenFiles* open_files = nullptr;
 };
 
 // The live summary (SIGUSR1, and the virtual xattr user.strata.stats on the mount's root).

@@ -179,7 +179,9 @@ void start_summary_thread(fs::Daemon& daemon, Tracer& tracer) {
   if (::pipe2(g_summary_pipe, O_CLOEXEC) != 0) return;
   std::thread([&daemon, &tracer] {
     char c;
-    while (::read(g_summary_pipe[0], &c, 1) > 0) tracer.write_raw(fs::summary_text(daemon));
+    while (::read(g_summary_pipe[0], &c, 1) > 0)
+      tracer.write_raw(tracer.json() ? "{\"event\":\"summary\"," + fs::summary_json(daemon).substr(1) + "\n"
+                                     : fs::summary_text(daemon));
   }).detach();
   struct sigaction sa;
   std::memset(&sa, 0, sizeof sa);
@@ -255,6 +257,8 @@ int main(int argc, char** argv) {
   fs::Passthrough passthrough;
   fs::Daemon daemon;
   daemon.passthrough = &passthrough;
+  fs::OpenFiles open_files(overlay, &passthrough, daemon.counters);
+  daemon.open_files = &open_files;
   daemon.overlay = &overlay;
   daemon.timeout = opts.timeout;
   daemon.volatile_mode = opts.volatile_mode;
