@@ -160,6 +160,24 @@ class Checker {
       add(true, k, rel, fmt::format("{}={}: no layer below to redirect to", attr, printable(target)), fix);
       return;
     }
+    // A redirect is a path inside the layers: "." or ".." components would lead out of a layer
+    // root (the kernel's lookup_one_len refuses them), and a relative one is a single name.
+    bool climbs = false;
+    for (size_t pos = 0; pos <= target.size();) {
+      size_t slash = target.find('/', pos);
+      if (slash == std::string::npos) slash = target.size();
+      std::string_view part(target.data() + pos, slash - pos);
+      if (part == "." || part == "..") climbs = true;
+      pos = slash + 1;
+    }
+    if (climbs || (!target.starts_with('/') && target.find('/') != std::string::npos)) {
+      add(true, k, rel,
+          fmt::format("{}={}: malformed: a redirect is an absolute path inside the layers or one name "
+                      "beside this directory, without . or .. components",
+                      attr, printable(target)),
+          fix);
+      return;
+    }
     std::optional<Resolution> dir;
     if (target.starts_with('/')) {
       auto root = resolve_root(*sub);

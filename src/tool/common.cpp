@@ -147,11 +147,11 @@ Result<UniqueFd> open_dir_in_layer(int root, const std::string& rel) {
 Result<struct stat> stat_in_layer(int root, const std::string& rel) {
   auto parts = split_path(rel);
   if (parts.empty()) return sys::fstat(root);
-  std::string leaf = parts.back();
-  std::string dir = rel.substr(0, rel.rfind(leaf));
+  std::string dir;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) dir = join(dir, parts[i]);
   auto fd = open_dir_in_layer(root, dir);
   if (!fd) return fail(fd.error() == ELOOP ? ENOTDIR : fd.error());
-  return sys::fstatat(fd->get(), leaf.c_str());
+  return sys::fstatat(fd->get(), parts.back().c_str());
 }
 
 std::string printable(std::string_view text) {

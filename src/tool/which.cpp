@@ -270,8 +270,6 @@ class Which {
     j.end_object();
   }
 
-  int first_layer() const { return first_; }
-
  private:
   void hide(LayerLine& line, const Stop& stop) const {
     line.verdict = "hidden";

@@ -120,6 +120,22 @@ try:
         "or remove it: setfattr -x trusted.overlay.redirect @/u/r",
         "1 problem, 0 warnings in 2 layers"], 1)
 
+    def climbing_redirect(b):
+        os.makedirs(b + "/l/x")
+        os.makedirs(b + "/u/up")
+        os.setxattr(b + "/u/up", "trusted.overlay.redirect", b"/..")
+        os.makedirs(b + "/u/rel")
+        os.setxattr(b + "/u/rel", "trusted.overlay.redirect", b"x/..")
+
+    fix = ("fix: point it at the directory in the lower layers this one was renamed from, or remove it: "
+           "setfattr -x trusted.overlay.redirect")
+    single("redirects with .. or a relative path of several names: problems (never walked)", climbing_redirect, [
+        "problem: @/u/rel: trusted.overlay.redirect=x/..: malformed: a redirect is an absolute path inside the "
+        f"layers or one name beside this directory, without . or .. components; {fix} @/u/rel",
+        "problem: @/u/up: trusted.overlay.redirect=/..: malformed: a redirect is an absolute path inside the "
+        f"layers or one name beside this directory, without . or .. components; {fix} @/u/up",
+        "2 problems, 0 warnings in 2 layers"], 1)
+
     def bad_opaque_value(b):
         os.makedirs(b + "/u/d")
         os.setxattr(b + "/u/d", "trusted.overlay.opaque", b"z")
