@@ -389,6 +389,9 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
     return fail(st.error());
   } else {
     over_aufs = has_aufs_whiteout(up, name);
+    // The VFS only creates names its lookup found absent, but the core answers for itself: a
+    // name that a lower layer shows exists (cheap: negative fstatats in the lower dirs).
+    if (!over_aufs && lower_has_name(*stack_, view_of(*parent), name)) return fail(EEXIST);
   }
   if (!over_whiteout) {
     STRATA_TRY(make(up, name.c_str()));

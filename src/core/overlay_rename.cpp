@@ -212,6 +212,7 @@ Result<Entry> Overlay::link(const NodePtr& node, const NodePtr& new_parent, std:
     }
   } else {
     bool over_aufs = has_aufs_whiteout(up, name);
+    if (!over_aufs && lower_has_name(*stack_, view_of(*new_parent), name)) return fail(EEXIST);
     STRATA_TRY(link_to(up, name.c_str()));
     if (over_aufs) ::unlinkat(up, (std::string(kAufsWhiteoutPrefix) + name).c_str(), 0);
   }

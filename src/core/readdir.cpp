@@ -32,6 +32,9 @@ Result<std::vector<MergedEntry>> read_merged_dir(const LayerStack& stack, const 
   for (size_t li = 0; li < dir.layers.size(); ++li) {
     const auto& layer = dir.layers[li];
     const bool last_layer = li + 1 == dir.layers.size();
+    // `.wh.NAME` hides NAME in the layers below only, not a NAME beside it in the same layer
+    // (OCI image spec; lookup agrees): collect them and apply after this layer.
+    std::vector<std::string> hidden_below;
     auto dup = sys::openat(layer.fd, ".", O_RDONLY | O_DIRECTORY);
     if (!dup) return fail(dup.error());
     auto dir_st = sys::fstat(dup->get());
@@ -47,7 +50,7 @@ Result<std::vector<MergedEntry>> read_merged_dir(const LayerStack& stack, const 
       if (is_aufs_marker_name(name)) {
         // `.wh.NAME` hides NAME in the layers below; `.wh..wh..opq` was handled by resolution.
         std::string_view hidden = name.substr(kAufsWhiteoutPrefix.size());
-        if (!hidden.starts_with(".wh.")) seen.emplace(hidden);
+        if (!hidden.starts_with(".wh.")) hidden_below.emplace_back(hidden);
         continue;
       }
       std::string key(name);
@@ -84,6 +87,7 @@ Result<std::vector<MergedEntry>> read_merged_dir(const LayerStack& stack, const 
     int err = errno;
     ::closedir(stream);
     if (err) return fail(err);
+    for (auto& h : hidden_below) seen.insert(std::move(h));
   }
   return out;
 }
