@@ -126,6 +126,10 @@ def step_result(root, op):
     return " | ".join(out)
 
 
+def make_tree(seed):
+    return ov.generate_tree(seed, n_lowers=2 + seed % 2, empty_upper=seed % 3 == 0, max_depth=3)
+
+
 class Pair:
     """The kernel and the SUT, each mounted over a fresh rendering of the same tree."""
 
@@ -154,21 +158,56 @@ class Pair:
         return problems
 
 
-def replay(sut, tree, base, ops, tag):
-    """Run ops on a fresh pair; returns the first mismatch text or None."""
-    pair = Pair(sut, tree, base, tag)
+def check_round(pair, make_ops, log):
+    """Apply the ops from make_ops(pair) to both sides of a mounted pair, then unmount it and run
+    the end-of-round checks. Appends every op to log; returns the first mismatch text or None."""
+    failure = None
     try:
-        for i, op in enumerate(ops):
+        for i, op in enumerate(make_ops(pair)):
+            log.append(op)
             a, b = step_result(pair.kmnt, op), step_result(pair.smnt, op)
             if a != b:
-                return f"step {i} {fsops.fmt_op(op)}:\n  kernel: {a}\n  sut:    {b}"
-        d = ov.compare_listings(ov.canonical_listing(pair.kmnt, exclude=EXCLUDE),
-                            ov.canonical_listing(pair.smnt, exclude=EXCLUDE))
-        return f"merged listing after all steps:\n{d}" if d else None
+                failure = f"step {i} {fsops.fmt_op(op)}:\n  kernel: {a}\n  sut:    {b}"
+                break
+            if i % LISTING_EVERY == LISTING_EVERY - 1:
+                d = ov.compare_listings(ov.canonical_listing(pair.kmnt, exclude=EXCLUDE),
+                                        ov.canonical_listing(pair.smnt, exclude=EXCLUDE))
+                if d:
+                    failure = f"merged listing after step {i}:\n{d}"
+                    break
+        if failure is None:
+            d = ov.compare_listings(ov.canonical_listing(pair.kmnt, exclude=EXCLUDE),
+                                    ov.canonical_listing(pair.smnt, exclude=EXCLUDE))
+            if d:
+                failure = f"merged listing after the last step:\n{d}"
     finally:
         problems = pair.close()
-        if problems:
-            return "; ".join(problems)
+    if failure is not None or problems:
+        return failure or "; ".join(problems)
+    # The kernel must read the SUT's upper like its own (remounted) final state.
+    rmnt = f"{pair.base}/{pair.tag}-reread"
+    os.mkdir(rmnt)
+    os.mkdir(f"{pair.s.root}/work2")
+    # No readdir checks here: the kernel's d_ino on a foreign upper depends on origin/impure
+    # xattrs it would write itself; the SUT's own readdir was checked on its mount.
+    with ov.mount_kernel(pair.k.lowers, pair.k.upper, pair.k.work, pair.kmnt, KERNEL_OPTS):
+        kfinal = ov.canonical_listing(pair.kmnt, exclude=EXCLUDE, readdir_check=False)
+    with ov.mount_kernel(pair.s.lowers, pair.s.upper, f"{pair.s.root}/work2", rmnt, KERNEL_OPTS):
+        d = ov.compare_listings(kfinal, ov.canonical_listing(rmnt, exclude=EXCLUDE, readdir_check=False),
+                                "kernel", "kernel-on-sut-upper")
+    if d:
+        return f"the kernel reads the SUT's upper differently:\n{d}"
+    for i, lower in enumerate(pair.s.lowers):
+        d = ov.listing_diff(ov.upper_listing(pair.k.lowers[i], exclude=("dsize", "ino")),
+                            ov.upper_listing(lower, exclude=("dsize", "ino")), "kernel's", "sut's")
+        if d:
+            return f"lower{i} modified by the SUT:\n{d}"
+    return None
+
+
+def replay(sut, tree, base, ops, tag):
+    """Run a fixed op list on a fresh pair; returns the first mismatch text or None."""
+    return check_round(Pair(sut, tree, base, tag), lambda pair: ops, [])
 
 
 def minimize(sut, tree, base, ops, budget):
@@ -214,49 +253,25 @@ def main():
     failure = None
     try:
         while time.monotonic() < deadline and failure is None:
-            tree = ov.generate_tree(seed, n_lowers=2 + seed % 2, empty_upper=seed % 3 == 0, max_depth=3)
-            pair = Pair(sut, tree, base, f"r{seed}")
+            tree = make_tree(seed)
             log = []
-            try:
+
+            def random_ops(pair):
                 gen = Generator(seed, fsops.walk_types(pair.kmnt, skip=skip_path))
-                for i in range(steps):
+                for _ in range(steps):
                     if time.monotonic() > deadline:
-                        break
-                    op = gen.next()
-                    log.append(op)
-                    a, b = step_result(pair.kmnt, op), step_result(pair.smnt, op)
-                    total += 1
-                    if a != b:
-                        failure = (seed, log, f"step {i} {fsops.fmt_op(op)}:\n  kernel: {a}\n  sut:    {b}")
-                        break
-                    if i % LISTING_EVERY == LISTING_EVERY - 1 or i == steps - 1:
-                        d = ov.compare_listings(ov.canonical_listing(pair.kmnt, exclude=EXCLUDE),
-                                            ov.canonical_listing(pair.smnt, exclude=EXCLUDE))
-                        if d:
-                            failure = (seed, log, f"merged listing after step {i}:\n{d}")
-                            break
-            finally:
-                problems = pair.close()
-            if problems and failure is None:
-                failure = (seed, log, "; ".join(problems))
-            if failure is None:
-                # The kernel must read the SUT's upper like its own final state.
-                rmnt = f"{base}/r{seed}-reread"
-                os.mkdir(rmnt)
-                os.mkdir(f"{pair.s.root}/work2")
-                kfinal = None
-                with ov.mount_kernel(pair.k.lowers, pair.k.upper, f"{pair.k.root}/work", pair.kmnt, KERNEL_OPTS):
-                    kfinal = ov.canonical_listing(pair.kmnt, exclude=EXCLUDE)
-                with ov.mount_kernel(pair.s.lowers, pair.s.upper, f"{pair.s.root}/work2", rmnt, KERNEL_OPTS):
-                    d = ov.compare_listings(kfinal, ov.canonical_listing(rmnt, exclude=EXCLUDE),
-                                        "kernel", "kernel-on-sut-upper")
-                if d:
-                    failure = (seed, log, f"the kernel reads the SUT's upper differently:\n{d}")
-                for i, lower in enumerate(pair.s.lowers):
-                    d = ov.listing_diff(ov.upper_listing(pair.k.lowers[i], exclude=("dsize", "ino")),
-                                        ov.upper_listing(lower, exclude=("dsize", "ino")), "kernel's", "sut's")
-                    if d and failure is None:
-                        failure = (seed, log, f"lower{i} modified by the SUT:\n{d}")
+                        return
+                    yield gen.next()
+
+            try:
+                pair = Pair(sut, tree, base, f"r{seed}")
+            except ov.MountError as e:
+                print(f"fuzz_ops ({sut.name}): mount failed: {e}")
+                return 1
+            what = check_round(pair, random_ops, log)
+            total += len(log)
+            if what is not None:
+                failure = (seed, log, what)
             print(f"  round seed={seed}: {len(log)} steps {'MISMATCH' if failure else 'ok'}", flush=True)
             rounds += 1
             seed += 1
@@ -266,8 +281,12 @@ def main():
         seed, log, what = failure
         print(f"\nfuzz_ops ({sut.name}): MISMATCH with seed {seed} after {len(log)} steps\n{what}\n", flush=True)
         budget = float(os.environ.get("STRATA_FUZZ_MINIMIZE_SECONDS", "60"))
-        tree = ov.generate_tree(seed, n_lowers=2 + seed % 2, empty_upper=seed % 3 == 0, max_depth=3)
-        small, reproduced = minimize(sut, tree, base, log, budget)
+        tree = make_tree(seed)
+        try:
+            small, reproduced = minimize(sut, tree, base, log, budget)
+        except ov.MountError as e:
+            print(f"minimizing stopped: a replay could not mount: {e}")
+            small, reproduced = log, False
         if reproduced:
             print(f"minimal operation log ({len(small)} of {len(log)} steps; "
                   f"replay: STRATA_FUZZ_SEED={seed}):")

@@ -470,9 +470,12 @@ def main():
             os.mkdir(rmnt)
             try:
                 with ov.mount_kernel(s.lowers, s.upper, f"{base}/s{seed}-sut/work2", rmnt, KERNEL_OPTS):
-                    reread = ov.canonical_listing(rmnt, exclude=LISTING_EXCLUDE)
+                    reread = ov.canonical_listing(rmnt, exclude=LISTING_EXCLUDE, readdir_check=False)
+                # No readdir checks here: the kernel's d_ino on a foreign upper depends on the
+                # origin/impure xattrs it would have written; the SUT's readdir was checked above.
                 report.compare(f"{what}: kernel view of the SUT's upper vs kernel's own result",
-                               kernel_final, reread, "kernel", "kernel-on-sut-upper")
+                               [l for l in kernel_final if not l.startswith("!")], reread,
+                               "kernel", "kernel-on-sut-upper")
             except ov.MountError as e:
                 report.error(f"{what}: the kernel cannot mount the SUT's upper: {e}")
             print("   script:", sum(1 for o in script if o[0] != "#"), "operations", flush=True)
