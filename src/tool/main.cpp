@@ -1,5 +1,7 @@
 // strata: look at the layers of an overlay offline, without mounting anything.
 // `strata COMMAND -o OPTIONS [FLAGS] [ARGS]`, with the -o syntax of strata-fs.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstring>
 #include <fmt/format.h>
@@ -80,6 +82,16 @@ Args parse_command_line(int argc, char** argv) {
   return args;
 }
 
+// A walk holds an fd per layer for each directory level it is in (and diff two walks at once):
+// take every descriptor the hard limit allows, so a deep tree over many layers fits.
+void raise_fd_limit() {
+  struct rlimit rl;
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 // A flag that means nothing for this command is a mistake worth saying, not ignoring.
 void refuse_flag(const Args& args, bool given, const char* flag, const char* owner) {
   if (given) die(fmt::format("{}: {} is a flag of strata {} only", args.command, flag, owner));
@@ -98,6 +110,7 @@ int main(int argc, char** argv) {
   if (args.command != "du") refuse_flag(args, args.bytes, "-b", "du");
   if (args.command != "check") refuse_flag(args, args.strict, "--strict", "check");
 
+  raise_fd_limit();
   if (args.command == "which") return run_which(args);
   if (args.command == "diff") return run_diff(args);
   if (args.command == "du") return run_du(args);

@@ -376,6 +376,9 @@ int run_which(const Args& args) {
   std::string failure;  // set when a component before the last ends the walk
   for (size_t i = 0; i < names.size(); ++i) {
     steps.push_back(which.child(steps.back(), names[i]));
+    // Only the layer numbers of a parent are shown later: its fds can go (a deep path over many
+    // layers would otherwise hold one per layer per level).
+    for (auto& d : steps[steps.size() - 2].res.dirs) d.fd.reset();
     Step& s = steps.back();
     if (!s.res.found) {
       if (i + 1 < names.size()) failure = fmt::format("{}: {}", printable(s.path), s.reason);
