@@ -60,7 +60,9 @@ struct Node : std::enable_shared_from_this<Node> {
   bool is_dir() const { return S_ISDIR(type); }
 
   const mode_t type;   // S_IFMT bits; a name that changes type gets a new node
-  const uint64_t ino;  // st_ino shown for this node, for its whole life (also across copy-up)
+  // st_ino shown for this node: kept across copy-up, except for a lower file with several
+  // links, whose copied name becomes a file of its own (as in the kernel overlay).
+  std::atomic<uint64_t> ino;
   std::atomic<uint64_t> nlookup{0};
   std::mutex copy_up_mu;  // serialises copy-up (and directory-content moves) of this node
 

@@ -55,4 +55,11 @@ Status set_redirect(const LayerStack& stack, int fd, const std::string& path);
 // Names of the xattrs that are ours and never show through the mount.
 bool is_private_xattr(std::string_view attr);
 
+// xattr escaping, as the kernel overlay does it (Linux 6.7): a user's "trusted.overlay.X" set
+// through the mount is stored as "trusted.overlay.overlay.X", so it can never be taken for one
+// of the overlay's own markers, and is shown under its own name again.
+bool is_escaped_xattr(std::string_view stored);
+std::string escape_xattr(std::string_view shown);    // "" if `shown` needs no escaping
+std::string unescape_xattr(std::string_view stored); // "" if `stored` is not an escaped name
+
 }  // namespace strata

@@ -83,7 +83,8 @@ void set_copy_fault_hook(CopyFaultHook hook) {
   g_hook = std::move(hook);
 }
 
-std::string ino_xattr_name(const LayerStack& stack) { return stack.xattr_prefix() + "strata.ino"; }
+// Under the overlay prefix so that the kernel overlay, mounting an upper we wrote, hides it too.
+std::string ino_xattr_name(const LayerStack& stack) { return stack.xattr_prefix() + "overlay.strata.ino"; }
 
 std::string staging_name(std::string_view what) {
   static std::atomic<uint64_t> counter{0};
@@ -188,7 +189,8 @@ Result<CopyUpReport> copy_up_object(const LayerStack& stack, const CopyUpRequest
     if (auto r = sys::fchmod_empty(ofd, st.st_mode & 07777); !r) return cleanup_on_error(r.error());
   if (auto names = sys::listxattr(req.src_dirfd, src_name); names) {
     for (const auto& attr : *names) {
-      if (is_private_xattr(attr)) continue;  // overlay markers of the lower are not ours to copy
+      // Overlay markers of the lower are not ours to copy; escaped user xattrs are.
+      if (is_private_xattr(attr) && !is_escaped_xattr(attr)) continue;
       auto value = sys::getxattr(req.src_dirfd, src_name, attr.c_str());
       if (!value) continue;  // vanished meanwhile
       if (auto r = sys::setxattr(ofd, "", attr.c_str(), *value); !r) {

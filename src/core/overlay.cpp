@@ -294,7 +294,10 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   req.dst_dirfd = upper_parent;
   req.dst_name = name;
   req.with_data = with_data;
-  req.presented_ino = node->ino;
+  // Copying up one name of a lower hard-link group breaks the link (as the kernel's index=off):
+  // that name gets an inode number of its own.
+  const bool breaks_link = !node->is_dir() && st->st_nlink > 1;
+  req.presented_ino = breaks_link ? 0 : node->ino.load();
   // The rename into the parent changes the parent's times; the merged view did not change, so
   // put them back afterwards (the kernel overlay does the same).
   auto parent_before = sys::fstat(upper_parent);
@@ -322,6 +325,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
     std::lock_guard lock(node->mu);
     node->layer = 0;
   }
+  if (breaks_link) node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
   table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
   stats_.copyups.fetch_add(1, std::memory_order_relaxed);
   stats_.copyup_bytes.fetch_add(report->bytes, std::memory_order_relaxed);
@@ -439,6 +443,8 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
 }
 
 Result<Entry> Overlay::mknod(const NodePtr& parent, std::string_view name, mode_t mode, dev_t rdev, Caller who) {
+  // A 0/0 character device is a whiteout: through the mount it can't be made (as in the kernel).
+  if (S_ISCHR(mode) && rdev == 0) return fail(EPERM);
   return create_object(parent, name, false, who, mode, false, [&](int dirfd, const char* n) -> Status {
     if (::mknodat(dirfd, n, mode, rdev) < 0) return fail_errno();
     return {};

@@ -100,16 +100,29 @@ Result<struct statvfs> Overlay::statfs() {
   return sv;
 }
 
+namespace {
+
+// The name a user xattr has on disk: escaped if it is in the overlay namespace, refused (empty)
+// if it is one of the names strata keeps for itself.
+Result<std::string> stored_name(const std::string& attr, int refusal) {
+  if (attr == kLayerXattr) return fail(refusal);
+  if (std::string escaped = escape_xattr(attr); !escaped.empty()) return escaped;
+  if (is_private_xattr(attr)) return fail(refusal);
+  return attr;
+}
+
+}  // namespace
+
 Result<std::string> Overlay::getxattr(const NodePtr& node, const std::string& attr) {
   if (attr == kLayerXattr) {  // virtual: which layer this object comes from
-    std::lock_guard lock(node->mu);
-    int layer = node->is_dir() ? node->dirs.front().layer : node->layer;
+    int layer = layer_of(*node);
     return stack_->layer(layer).path;
   }
-  if (is_private_xattr(attr)) return fail(ENODATA);
+  auto stored = stored_name(attr, ENODATA);
+  if (!stored) return fail(stored.error());
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
-  return sys::getxattr(loc->dirfd, loc->name.c_str(), attr.c_str());
+  return sys::getxattr(loc->dirfd, loc->name.c_str(), stored->c_str());
 }
 
 Result<std::vector<std::string>> Overlay::listxattr(const NodePtr& node) {
@@ -117,24 +130,31 @@ Result<std::vector<std::string>> Overlay::listxattr(const NodePtr& node) {
   if (!loc) return fail(loc.error());
   auto names = sys::listxattr(loc->dirfd, loc->name.c_str());
   if (!names) return names;
-  std::erase_if(*names, [](const std::string& a) { return is_private_xattr(a); });
-  return names;
+  std::vector<std::string> shown;
+  for (auto& a : *names) {
+    if (std::string user = unescape_xattr(a); !user.empty()) shown.push_back(std::move(user));
+    else if (!is_private_xattr(a)) shown.push_back(std::move(a));
+  }
+  return shown;
 }
 
 Status Overlay::setxattr(const NodePtr& node, const std::string& attr, std::string_view value, int flags) {
-  if (attr == kLayerXattr || is_private_xattr(attr)) return fail(EPERM);
+  auto stored = stored_name(attr, EPERM);
+  if (!stored) return fail(stored.error());
   STRATA_TRY(ensure_writable());
   STRATA_TRY(copy_up(node));
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
   if (tracer_ && tracer_->on(kTraceXattr))
-    tracer_->emit(kTraceXattr, fmt::format("{}: set {}", path_of(*node), attr),
-                  {field("path", path_of(*node)), field("xattr", attr)});
-  return sys::setxattr(loc->dirfd, loc->name.c_str(), attr.c_str(), value, flags);
+    tracer_->emit(kTraceXattr, fmt::format("{}: set {}{}", path_of(*node), attr,
+                                           *stored != attr ? fmt::format(" (stored as {})", *stored) : ""),
+                  {field("path", path_of(*node)), field("xattr", attr), field("stored_as", *stored)});
+  return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), value, flags);
 }
 
 Status Overlay::removexattr(const NodePtr& node, const std::string& attr) {
-  if (attr == kLayerXattr || is_private_xattr(attr)) return fail(EPERM);
+  auto stored = stored_name(attr, EPERM);
+  if (!stored) return fail(stored.error());
   STRATA_TRY(ensure_writable());
   // Nothing to remove is answered without a copy-up.
   if (auto v = getxattr(node, attr); !v) return fail(v.error());
@@ -144,7 +164,7 @@ Status Overlay::removexattr(const NodePtr& node, const std::string& attr) {
   if (tracer_ && tracer_->on(kTraceXattr))
     tracer_->emit(kTraceXattr, fmt::format("{}: removed {}", path_of(*node), attr),
                   {field("path", path_of(*node)), field("xattr", attr)});
-  return sys::removexattr(loc->dirfd, loc->name.c_str(), attr.c_str());
+  return sys::removexattr(loc->dirfd, loc->name.c_str(), stored->c_str());
 }
 
 }  // namespace strata

@@ -41,6 +41,20 @@ Result<UniqueFd> open_dir_path(int root, const std::string& path) {
   return cur;
 }
 
+bool valid_redirect(const std::string& target) {
+  if (target.empty()) return false;
+  if (!target.starts_with('/')) return target.find('/') == std::string::npos && target != "." && target != "..";
+  bool any = false;
+  for (size_t pos = 1; pos <= target.size();) {
+    size_t slash = std::min(target.find('/', pos), target.size());
+    std::string_view part(target.data() + pos, slash - pos);
+    if (part == "." || part == "..") return false;
+    any |= !part.empty();
+    pos = slash + 1;
+  }
+  return any;
+}
+
 std::string join(const std::string& dir, std::string_view name) {
   std::string out = dir;
   if (!out.empty()) out += '/';
@@ -141,9 +155,9 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
     int from_layer = s.res.dirs.back().layer + 1;
     std::string target = redirect;
     redirect.clear();
-    // A relative redirect is one name beside the old one; anything else is malformed: ignore it.
-    if (!target.starts_with('/') && (target.find('/') != std::string::npos || target == "." || target == ".."))
-      break;
+    // A redirect comes from an xattr in a layer: it must not lead outside the layer or onto the
+    // directory itself. Absolute: '/'-separated names without "." or ".."; relative: one name.
+    if (!valid_redirect(target)) break;
     if (target.starts_with('/')) {
       lower_path = target.substr(1);
       for (int layer = from_layer; layer <= stack.lower_count(); ++layer) {

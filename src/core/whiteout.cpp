@@ -93,6 +93,24 @@ Status set_redirect(const LayerStack& stack, int fd, const std::string& path) {
   return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.redirect").c_str(), path);
 }
 
+namespace {
+constexpr std::string_view kTrustedOverlay = "trusted.overlay.";
+}  // namespace
+
+bool is_escaped_xattr(std::string_view stored) {
+  return stored.starts_with(kTrustedOverlay) && stored.substr(kTrustedOverlay.size()).starts_with("overlay.");
+}
+
+std::string escape_xattr(std::string_view shown) {
+  if (!shown.starts_with(kTrustedOverlay)) return {};
+  return std::string(kTrustedOverlay) + "overlay." + std::string(shown.substr(kTrustedOverlay.size()));
+}
+
+std::string unescape_xattr(std::string_view stored) {
+  if (!is_escaped_xattr(stored)) return {};
+  return std::string(kTrustedOverlay) + std::string(stored.substr(kTrustedOverlay.size() + 8));
+}
+
 bool is_private_xattr(std::string_view attr) {
   return attr.starts_with("trusted.overlay.") || attr.starts_with("user.overlay.") ||
          attr.starts_with("trusted.strata.") || attr.starts_with("user.strata.");

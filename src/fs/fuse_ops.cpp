@@ -27,8 +27,16 @@ NodePtr node_of(fuse_req_t req, fuse_ino_t ino) {
 }
 
 struct FileHandle {
+  FileHandle(UniqueFd f, NodePtr n, bool follow_copy_up)
+      : fd(std::move(f)), node(std::move(n)), read_fd(fd.get()), on_lower(follow_copy_up) {}
   UniqueFd fd;
   NodePtr node;
+  // A read-only open of a lower file (served by the daemon, not passthrough) follows its file
+  // when it is copied up, as in the kernel overlay (4.19+): reads switch to the upper copy.
+  std::atomic<int> read_fd;
+  std::atomic<bool> on_lower;
+  std::mutex mu;
+  UniqueFd upper_fd;
 };
 
 constexpr const char* kStatsXattr = "user.strata.stats";
@@ -266,7 +274,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
         return (void)fuse_reply_err(req, ESTALE);
       }
       trace_open(d, node, fi->flags, b, false);
-      auto* fh = new FileHandle{std::move(*fd), node};
+      const bool follow = !is_write_open(fi->flags) && b.backing_id == 0 && !d.overlay->in_upper(*node);
+      auto* fh = new FileHandle(std::move(*fd), node, follow);
       fi->fh = reinterpret_cast<uint64_t>(fh);
       set_open_flags(fi, b.backing_id);
       int sent = fuse_reply_open(req, fi);
@@ -292,7 +301,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
       return (void)fuse_reply_err(req, EIO);
     }
     trace_open(d, entry.node, fi->flags, b, true);
-    auto* fh = new FileHandle{std::move(fd), entry.node};
+    auto* fh = new FileHandle(std::move(fd), entry.node, false);
     fi->fh = reinterpret_cast<uint64_t>(fh);
     auto p = entry_param(req, entry);
     set_open_flags(fi, b.backing_id);
@@ -306,11 +315,26 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   });
 }
 
+int read_fd_of(Daemon& d, FileHandle* fh) {
+  if (fh->on_lower.load(std::memory_order_relaxed) && d.overlay->in_upper(*fh->node)) {
+    std::lock_guard lock(fh->mu);
+    if (fh->on_lower) {
+      if (auto fd = d.overlay->open(fh->node, O_RDONLY); fd) {
+        fh->upper_fd = std::move(*fd);
+        fh->read_fd = fh->upper_fd.get();
+      }
+      fh->on_lower = false;
+    }
+  }
+  return fh->read_fd.load(std::memory_order_relaxed);
+}
+
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, struct fuse_file_info* fi) {
-  daemon_of(req).counters.read_requests.fetch_add(1, std::memory_order_relaxed);
+  Daemon& d = daemon_of(req);
+  d.counters.read_requests.fetch_add(1, std::memory_order_relaxed);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = file_of(fi)->fd.get();
+  buf.buf[0].fd = read_fd_of(d, file_of(fi));
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }

@@ -92,7 +92,7 @@ daemon_pids() {
     local mnt=$1 p
     for p in /proc/[0-9]*; do
         [[ $(readlink "$p/exe" 2>/dev/null) == "$bin" ]] || continue
-        tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -Fxq -- "$mnt" && echo "${p#/proc/}"
+        { tr '\0' '\n' <"$p/cmdline"; } 2>/dev/null | grep -Fxq -- "$mnt" && echo "${p#/proc/}"
     done
 }
 
