@@ -116,6 +116,9 @@ class Overlay {
   // Called when the daemon changed what getattr shows for a node behind the kernel's back (a
   // directory copied up becomes merged: its nlink changes): the adapter invalidates its cache.
   std::function<void(Node*)> on_attr_changed;
+  // Called when a directory's listing changed behind the kernel's back (a d_ino changed): the
+  // adapter drops the kernel's cached listing.
+  std::function<void(Node*)> on_listing_changed;
 
  private:
   struct Location {  // how to reach a node's top object: (dirfd, name), name "" = dirfd itself

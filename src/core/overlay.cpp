@@ -325,7 +325,10 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
     std::lock_guard lock(node->mu);
     node->layer = 0;
   }
-  if (breaks_link) node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
+  if (breaks_link) {
+    node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
+    if (on_listing_changed) on_listing_changed(parent.get());  // its d_ino changed
+  }
   table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
   stats_.copyups.fetch_add(1, std::memory_order_relaxed);
   stats_.copyup_bytes.fetch_add(report->bytes, std::memory_order_relaxed);

@@ -268,6 +268,9 @@ int main(int argc, char** argv) {
   overlay.on_attr_changed = [&daemon](Node* node) {
     fuse_lowlevel_notify_inval_inode(daemon.session, fs::nodeid_of(daemon, node), -1, 0);
   };
+  overlay.on_listing_changed = [&daemon](Node* dir) {
+    fuse_lowlevel_notify_inval_inode(daemon.session, fs::nodeid_of(daemon, dir), 0, 0);
+  };
   if (fuse_set_signal_handlers(se) != 0) die("cannot install signal handlers");
   if (fuse_session_mount(se, cl.mountpoint.c_str()) != 0)
     die(fmt::format("mountpoint {}: mount failed (see the message above)", cl.mountpoint));
