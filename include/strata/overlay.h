@@ -139,6 +139,7 @@ class Overlay {
   template <class MakeFn>
   Result<Entry> create_object(const NodePtr& parent, std::string_view name, bool is_dir, Caller who,
                               mode_t mode, bool is_link, MakeFn make);
+  Status require_empty_dir(const Resolution& dir) const;  // ENOTEMPTY if the merged dir shows entries
   Status remove_entry(const NodePtr& parent, std::string_view name, bool want_dir);
   Status clear_dir_in_upper(int upper_dirfd, const std::string& name);
   Status empty_upper_dir(int upper_dirfd, const std::string& name);

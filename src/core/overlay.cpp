@@ -556,6 +556,15 @@ Status Overlay::clear_dir_in_upper(int up, const std::string& name) {
   return remove_tree(stack_->work_fd(), tmp.c_str());
 }
 
+Status Overlay::require_empty_dir(const Resolution& dir) const {
+  DirView view;
+  for (const auto& d : dir.dirs) view.layers.push_back({d.layer, d.fd.get(), d.markers.get()});
+  auto entries = read_merged_dir(*stack_, view, true);
+  if (!entries) return fail(entries.error());
+  if (!entries->empty()) return fail(ENOTEMPTY);
+  return {};
+}
+
 Status Overlay::remove_entry(const NodePtr& parent, std::string_view name_view, bool want_dir) {
   STRATA_TRY(ensure_writable());
   const std::string name(name_view);
@@ -565,13 +574,7 @@ Status Overlay::remove_entry(const NodePtr& parent, std::string_view name_view, 
   const bool is_dir = S_ISDIR(res->st.st_mode);
   if (want_dir && !is_dir) return fail(ENOTDIR);
   if (!want_dir && is_dir) return fail(EISDIR);
-  if (is_dir) {
-    DirView dir;
-    for (const auto& d : res->dirs) dir.layers.push_back({d.layer, d.fd.get()});
-    auto entries = read_merged_dir(*stack_, dir, true);
-    if (!entries) return fail(entries.error());
-    if (!entries->empty()) return fail(ENOTEMPTY);
-  }
+  if (is_dir) STRATA_TRY(require_empty_dir(*res));
   STRATA_TRY(copy_up(parent));
   const int up = upper_fd_of(*parent);
   const bool need_whiteout = lower_has_name(*stack_, view_of(*parent), name);

@@ -74,13 +74,7 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     if (src->st.st_dev == dst->st.st_dev && src->st.st_ino == dst->st.st_ino) return {};  // same object
     if (src_dir && !dst_dir) return fail(ENOTDIR);
     if (!src_dir && dst_dir) return fail(EISDIR);
-    if (dst_dir) {
-      DirView dv;
-      for (const auto& d : dst->dirs) dv.layers.push_back({d.layer, d.fd.get()});
-      auto entries = read_merged_dir(*stack_, dv, true);
-      if (!entries) return fail(entries.error());
-      if (!entries->empty()) return fail(ENOTEMPTY);
-    }
+    if (dst_dir) STRATA_TRY(require_empty_dir(*dst));
   }
 
   // Nodes for both names (interned for the duration if the kernel holds none).
