@@ -333,3 +333,51 @@ TEST_CASE("resolve_child: a redirect sends the lower search to another path", "[
     CHECK(dir_layers(res) == std::vector<int>{0, 1, 2});
   }
 }
+
+TEST_CASE("resolve_child: a redirect never leads outside its layer", "[resolve]") {
+  // Redirects are xattrs anyone who can write a layer (an image author) controls: "..", "." and
+  // symlinks in them must not merge anything from beside or above a layer into the mount.
+  TempDir t;
+  test::make_layers(t, 1);
+  write_file(t / "outside/secret", "host file");
+  write_file(t / "outside/x/secret", "host file");
+  REQUIRE(::symlink((t / "outside").c_str(), (t / "lower1/link").c_str()) == 0);
+  write_file(t / "lower1/real/inner", "");
+  const char* hostile[] = {"/../outside", "/..", "..", "../outside", "/real/../../outside", "/.", ".",
+                           "/link/x", "/link", "link", "real/inner"};
+  const size_t count = std::size(hostile);
+  for (size_t i = 0; i < count; ++i) {
+    std::string name = "evil" + std::to_string(i);
+    const char* target = hostile[i];
+    make_dir(t / ("upper/" + name));
+    set_xattr(t / ("upper/" + name), "trusted.overlay.redirect", target);
+  }
+  auto stack = test::open_stack(t, 1);
+  auto root = resolve_root(*stack);
+  REQUIRE(root.has_value());
+  auto view = test::view_of(*root);
+
+  for (size_t i = 0; i < count; ++i) {
+    std::string name = "evil" + std::to_string(i);
+    const char* target = hostile[i];
+    INFO(name << " redirect " << target);
+    auto res = resolve_child(*stack, view, name, true);
+    REQUIRE(res.has_value());
+    REQUIRE(res->found);
+    CHECK(res->layer == 0);
+    auto dir = test::view_of(*res);
+    for (const char* child : {"secret", "x", "real", "lower1", "inner"}) {
+      INFO(child);
+      auto c = resolve_child(*stack, dir, child, false);
+      REQUIRE(c.has_value());
+      CHECK_FALSE(c->found);
+    }
+    for (size_t d = 1; d < res->dirs.size(); ++d) {
+      struct stat st {};
+      REQUIRE(::fstat(res->dirs[d].fd.get(), &st) == 0);
+      CHECK(st.st_ino != test::lstat_of(t / "outside").st_ino);
+      CHECK(st.st_ino != test::lstat_of(t / "lower1").st_ino);
+      CHECK(st.st_ino != test::lstat_of(t.path()).st_ino);
+    }
+  }
+}
