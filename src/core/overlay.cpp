@@ -255,7 +255,8 @@ NodePtr Overlay::replace_node(const NodePtr& node) {
 }
 
 Status Overlay::ensure_writable() const {
-  if (!stack_->has_upper()) return fail(EROFS);
+  // An upper opened without a workdir (the offline tool's way) is read, never written.
+  if (!stack_->has_upper() || stack_->work_fd() < 0) return fail(EROFS);
   return {};
 }
 
