@@ -40,7 +40,7 @@ header=$(grep -E '^workload +strata +fuse-overlayfs +kernel( |$)' "$scratch/out"
 mapfile -t workloads < <("$src/scripts/bench" --smoke --list | awk '$1 !~ /^rss-/ {print $1}')
 ((${#workloads[@]} >= 15)) || fail "scripts/bench --list names only ${#workloads[@]} workloads"
 for w in "${workloads[@]}"; do
-  row=$(awk -v w="$w" '$1 == w' "$scratch/out")
+  row=$(awk -v w="$w" '$1 == w {print; exit}' "$scratch/out")
   [[ -n $row ]] || fail "no row for workload $w"
   read -r _ s f k _ <<<"$row"
   for cell in "$s" "$f" "$k"; do
@@ -48,7 +48,7 @@ for w in "${workloads[@]}"; do
   done
 done
 for r in rss-walk-hwm rss-peak-hwm; do
-  row=$(awk -v r="$r" '$1 == r' "$scratch/out")
+  row=$(awk -v r="$r" '$1 == r {print; exit}' "$scratch/out")
   read -r _ s f _ <<<"$row"
   [[ $s =~ ^[0-9.]+$ && $f =~ ^[0-9.]+$ ]] || fail "no daemon memory in row $r: $row"
 done
