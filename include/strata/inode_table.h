@@ -12,11 +12,9 @@ namespace strata {
 
 class InodeTable {
  public:
-  // The node under `key` with one more lookup, made by `make` if absent (make runs under the
-  // table lock: it must only construct).
-  NodePtr intern(const NodeKey& key, const std::function<NodePtr()>& make);
-  // File `node` under `key` without counting a lookup (replacing whatever was there).
-  void insert(const NodeKey& key, NodePtr node);
+  // The node under `key` with one more lookup, made by `make` if absent or if the node there has
+  // another `type` (a reused inode number). make runs under the table lock: it only constructs.
+  NodePtr intern(const NodeKey& key, mode_t type, const std::function<NodePtr()>& make);
   // Drop `n` lookups; the node leaves the table at zero.
   void forget(Node* node, uint64_t n);
   // The node's top object changed (copy-up): file it under its new key.
@@ -27,6 +25,8 @@ class InodeTable {
   size_t size() const;
 
  private:
+  void orphan_locked(std::unordered_map<NodeKey, NodePtr, NodeKeyHash>::iterator it);
+
   mutable std::mutex mu_;
   std::unordered_map<NodeKey, NodePtr, NodeKeyHash> nodes_;
 };

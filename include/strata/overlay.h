@@ -105,10 +105,10 @@ class Overlay {
 
   // Whether the node's top object is in the upper layer.
   bool in_upper(const Node& node) const;
-  // Give the object behind `node` a fresh node (a new nodeid for the kernel): the old one stays
-  // valid for what already holds it (open files) but lookups now find the new one. Used when the
-  // file an inode's open files are bound to must change (copy-up under kernel passthrough).
-  NodePtr replace_node(const NodePtr& node);
+  // Let the object behind `node` get a fresh node (a new nodeid for the kernel) at its next
+  // lookup: the old one stays valid for what already holds it (open files). Used when the file
+  // an inode's open files are bound to must change (copy-up under kernel passthrough).
+  void retire_node(const NodePtr& node);
 
   // Make sure `node` (and all its ancestors) exist in the upper layer.
   Status copy_up(const NodePtr& node, bool with_data = true);

@@ -2,9 +2,30 @@
 
 namespace strata {
 
-NodePtr InodeTable::intern(const NodeKey& key, const std::function<NodePtr()>& make) {
+namespace {
+
+// A node that no longer answers to its key but may still be held by the kernel (lookups not
+// yet forgotten) is filed under a key of its own, so that the table keeps it alive until the
+// kernel's FORGET: dropping it earlier would free memory the kernel's nodeid still points to.
+NodeKey orphan_key(const Node* node) { return NodeKey{0, 0, node, "(unhashed)"}; }
+
+}  // namespace
+
+void InodeTable::orphan_locked(std::unordered_map<NodeKey, NodePtr, NodeKeyHash>::iterator it) {
+  NodePtr keep = std::move(it->second);
+  nodes_.erase(it);
+  keep->key = orphan_key(keep.get());
+  nodes_[keep->key] = std::move(keep);
+}
+
+NodePtr InodeTable::intern(const NodeKey& key, mode_t type, const std::function<NodePtr()>& make) {
   std::lock_guard lock(mu_);
   auto it = nodes_.find(key);
+  if (it != nodes_.end() && (it->second->type & S_IFMT) != (type & S_IFMT)) {
+    // The inode number was reused by an object of another type: the old node is stale.
+    orphan_locked(it);
+    it = nodes_.end();
+  }
   if (it == nodes_.end()) {
     NodePtr node = make();
     node->key = key;
@@ -12,12 +33,6 @@ NodePtr InodeTable::intern(const NodeKey& key, const std::function<NodePtr()>& m
   }
   it->second->nlookup.fetch_add(1, std::memory_order_relaxed);
   return it->second;
-}
-
-void InodeTable::insert(const NodeKey& key, NodePtr node) {
-  std::lock_guard lock(mu_);
-  node->key = key;
-  nodes_[key] = std::move(node);
 }
 
 void InodeTable::forget(Node* node, uint64_t n) {
@@ -38,6 +53,7 @@ void InodeTable::rekey(Node* node, const NodeKey& key) {
   }
   NodePtr keep = std::move(it->second);
   nodes_.erase(it);
+  if (auto other = nodes_.find(key); other != nodes_.end()) orphan_locked(other);
   keep->key = key;
   nodes_[key] = std::move(keep);
 }
@@ -45,14 +61,7 @@ void InodeTable::rekey(Node* node, const NodeKey& key) {
 void InodeTable::unhash(Node* node) {
   std::lock_guard lock(mu_);
   auto it = nodes_.find(node->key);
-  if (it != nodes_.end() && it->second.get() == node) {
-    // Keep it alive in a private key: the kernel still holds lookups on it.
-    NodePtr keep = std::move(it->second);
-    nodes_.erase(it);
-    NodeKey orphan{0, 0, node, "\0unhashed"};
-    keep->key = orphan;
-    nodes_[orphan] = std::move(keep);
-  }
+  if (it != nodes_.end() && it->second.get() == node) orphan_locked(it);
 }
 
 NodePtr InodeTable::find(const NodeKey& key) const {

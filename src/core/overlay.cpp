@@ -141,7 +141,7 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     key.name = name;
   }
   bool created = false;
-  NodePtr node = table_.intern(key, [&] {
+  NodePtr node = table_.intern(key, st.st_mode, [&] {
     created = true;
     auto n = std::make_shared<Node>(st.st_mode & S_IFMT, ino);
     n->parent = parent;
@@ -238,20 +238,10 @@ bool Overlay::in_upper(const Node& node) const {
   return node.is_dir() ? (!node.dirs.empty() && node.dirs.front().layer == 0) : node.layer == 0;
 }
 
-NodePtr Overlay::replace_node(const NodePtr& node) {
-  auto fresh = std::make_shared<Node>(node->type, node->ino);
-  NodeKey key;
-  {
-    std::lock_guard lock(node->mu);
-    fresh->parent = node->parent;
-    fresh->name = node->name;
-    fresh->layer = node->layer;
-    fresh->lower_path = node->lower_path;
-    key = node->key;
-  }
+void Overlay::retire_node(const NodePtr& node) {
+  // Out of the table: the next lookup of the name makes a new node. The kernel's references to
+  // this one (and its open files) stay valid until it forgets them.
   table_.unhash(node.get());
-  table_.insert(key, fresh);  // no lookup counted yet: the kernel's next lookup does that
-  return fresh;
 }
 
 Status Overlay::ensure_writable() const {

@@ -259,7 +259,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       // Old open files keep the old data.
       if (is_write_open(fi->flags))
         if (auto r = d.overlay->copy_up(node, !(fi->flags & O_TRUNC)); !r) return (void)fuse_reply_err(req, r.error());
-      d.overlay->replace_node(node);
+      d.overlay->retire_node(node);
       d.counters.estale_reopens.fetch_add(1, std::memory_order_relaxed);
       fuse_reply_err(req, ESTALE);
     };
