@@ -149,17 +149,20 @@ def op_makedirs(root, rel):
     os.makedirs(_p(root, rel))
 
 
-def op_rmtree(root, rel):
-    """Depth-first removal in sorted order; stops at the first error (like rm -r would report)."""
+def op_rmtree(root, rel, skip=frozenset()):
+    """Depth-first removal in sorted order; stops at the first error (like rm -r would report).
+    Paths in `skip` (bytes, full) are passed over: only reconcile() uses that, for phantoms."""
     def remove(path):
+        if path in skip:
+            return
         st = os.lstat(path)
         if stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(os.fsencode(path))):
-                remove(os.path.join(os.fsencode(path), name))
+            for name in sorted(os.listdir(path)):
+                remove(os.path.join(path, name))
             os.rmdir(path)
         else:
             os.unlink(path)
-    remove(_p(root, rel))
+    remove(os.fsencode(_p(root, rel)))
 
 
 def op_rename(root, a, b):
@@ -239,18 +242,52 @@ def op_cp_a(root, src, dst):
 
 def op_open_before_copyup(root, rel, data):
     """A read-only fd opened before the copy-up must see what is written after it (the kernel
-    reopens the real file on the upper layer since 4.19)."""
+    reopens the real file on the upper layer since 4.19).
+
+    The one documented exception (issue 9, accepted by the product owner): on a strata-fs that
+    serves data by FUSE passthrough, a read-only fd opened while the file was still in a lower
+    layer keeps reading that lower file after the copy-up. It is accepted only when the daemon
+    says passthrough is on, its copy-up counter shows that this very operation copied the file
+    up, and the old fd shows exactly its frozen pre-copy-up content and size. The result is then
+    reported as the kernel's (new data, the new size) with a note; anything else stays a
+    difference."""
+    stats0 = ov.daemon_stats(root)
     fd1 = _open(root, rel, os.O_RDONLY | os.O_NONBLOCK)
     try:
+        snapshot = _read_fd(fd1) if stats0 and stats0.get("passthrough") else None
         fd2 = _open(root, rel, os.O_WRONLY)
         try:
             os.pwrite(fd2, data, 0)
         finally:
             os.close(fd2)
         seen = os.pread(fd1, len(data), 0)
-        return f"old fd sees {'new' if seen == data else 'OLD'} data, fstat size={os.fstat(fd1).st_size}"
+        size = os.fstat(fd1).st_size
+        if seen != data and snapshot is not None:
+            stats1 = ov.daemon_stats(root) or {}
+            copied_up = stats1.get("copyups", 0) > stats0.get("copyups", 0)
+            if copied_up and size == len(snapshot) and _read_fd(fd1) == snapshot:
+                size = os.lstat(_p(root, rel)).st_size
+                seen = data
+                tolerated(f"open_before_copyup('{ov.esc(rel)}'): the read-only fd opened before the copy-up "
+                          f"kept the lower data (FUSE passthrough, documented in issue 9)")
+            elif _read_fd(fd1) == snapshot:
+                # Not the tolerated case: say what is off, the diff alone would not.
+                return (f"old fd sees OLD data, fstat size={size} (its pre-copy-up data has size "
+                        f"{len(snapshot)}; copy-up counted: {'yes' if copied_up else 'no'}; a frozen "
+                        f"fd must show the old size too)")
+        return f"old fd sees {'new' if seen == data else 'OLD'} data, fstat size={size}"
     finally:
         os.close(fd1)
+
+
+def _read_fd(fd):
+    chunks, off = [], 0
+    while True:
+        c = os.pread(fd, 1 << 20, off)
+        if not c:
+            return b"".join(chunks)
+        chunks.append(c)
+        off += len(c)
 
 
 def op_copyup_ino(root, rel):
@@ -276,6 +313,115 @@ def op_mmap_write(root, rel, off, data):
         return f"sha={_sha(os.pread(fd, size, 0))}"
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------
+# tolerated differences: each is narrow, verified where it happens, and announced with a note
+
+
+_notes_seen = set()
+
+
+def tolerated(text):
+    """Print a one-line note that a tolerated difference was used (each distinct text once)."""
+    if text not in _notes_seen:
+        _notes_seen.add(text)
+        print(f"note: tolerated: {text}", flush=True)
+
+
+def readdir_phantoms(root, rel):
+    """Entries under `rel` (a directory of `root`) that readdir lists but lstat says do not exist,
+    in the order op_rmtree would meet them: [(full path as bytes, its errno name)]. The walk
+    stops at the first entry lstat fails on with anything but ENOENT; that one is last in the
+    list and it is not a phantom."""
+    found = []
+
+    def visit(path):
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            return True
+        for name in names:
+            child = os.path.join(path, name)
+            try:
+                st = os.lstat(child)
+            except OSError as e:
+                found.append((child, ov.errname(e)))
+                if e.errno != errno.ENOENT:
+                    return False
+                continue
+            if stat.S_ISDIR(st.st_mode) and not visit(child):
+                return False
+        return True
+
+    visit(os.fsencode(_p(root, rel)))
+    return found
+
+
+def reconcile(kernel_root, op, kernel_result, sut_result):
+    """The kernel's result to compare with the SUT's, after the one kernel quirk this harness
+    tolerates in operation results. Call it only when the two results differ; it may change the
+    kernel's tree (and only the kernel's).
+
+    The quirk: the kernel's readdir of a directory that is not merged (it lives in one layer only,
+    e.g. a lower dir with nothing below, or an upper dir over a lower non-directory) lists the
+    whiteouts in it, which its own lookup then says do not exist. read_view and the listings
+    tolerate that as "tolerated kernel readdir quirk"; strata-fs is consistent there. It shows in
+    two operations:
+    - readdir: tolerated if the kernel's names minus exactly the ones its lstat calls ENOENT are
+      the SUT's names;
+    - rmtree walks that listing and stops with ENOENT where the SUT removes the directory.
+      Tolerated only if lstat-ing every entry the kernel still lists under the directory finds
+      such phantoms, the first entry rmtree would fail on is one of them, and the kernel then
+      finishes the removal, passing over exactly those phantoms, without any other error (so
+      both trees are the same again for the steps that follow)."""
+    if op[0] == "readdir" and kernel_result.startswith("ok [") and sut_result.startswith("ok ["):
+        return _reconcile_readdir(kernel_root, op[1], kernel_result, sut_result)
+    if op[0] != "rmtree" or kernel_result != "ENOENT" or sut_result != "ok":
+        return kernel_result
+    rel = op[1]
+    phantoms = readdir_phantoms(kernel_root, rel)
+    if not phantoms or any(err != "ENOENT" for _, err in phantoms):
+        return kernel_result
+    base = len(os.fsencode(kernel_root)) + 1
+    names = ", ".join(ov.esc(p[base:]) for p, _ in phantoms[:3]) + (" ..." if len(phantoms) > 3 else "")
+    try:
+        op_rmtree(kernel_root, rel, skip=frozenset(p for p, _ in phantoms))
+    except OSError as e:
+        where = ov.esc(os.fsencode(e.filename)[base:]) if e.filename else "?"
+        return (f"{kernel_result} (not the tolerated readdir quirk alone: passing over the phantom "
+                f"{names}, the kernel's removal still fails at {where} with {ov.errname(e)})")
+    tolerated(f"rmtree('{ov.esc(rel)}'): the kernel's readdir listed {names}, which its lookup "
+              f"says does not exist (kernel readdir quirk); the kernel's rmtree finished over it")
+    return "ok"
+
+
+def _reconcile_readdir(kernel_root, rel, kernel_result, sut_result):
+    """The same kernel readdir quirk seen by the readdir op itself: the kernel lists names that its
+    lookup says do not exist. Tolerated only if the kernel's listing minus exactly those names is
+    the SUT's listing."""
+    path = os.fsencode(_p(kernel_root, rel))
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return kernel_result
+    phantoms = []
+    for n in names:
+        try:
+            os.lstat(os.path.join(path, n))
+        except FileNotFoundError:
+            phantoms.append(n)
+        except OSError:
+            pass
+    if not phantoms:
+        return kernel_result
+    without = "ok [" + ",".join(ov.esc(n) for n in names if n not in phantoms) + "]"
+    if "ok " + op_readdir(kernel_root, rel) != kernel_result or without != sut_result:
+        return kernel_result
+    shown = ", ".join(ov.esc(n) for n in phantoms[:3]) + (" ..." if len(phantoms) > 3 else "")
+    tolerated(f"readdir('{ov.esc(rel)}'): the kernel lists {shown}, which its lookup says does not "
+              f"exist (kernel readdir quirk); the SUT does not list it")
+    return sut_result
 
 
 OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}

@@ -6,7 +6,8 @@ After every step the results must agree: the errno (or details) of the call and 
 paths it touched. Every K steps the full merged listings are compared; at the end of each round
 the lowers must be untouched and the kernel must read the SUT's upper like its own. On the first
 mismatch the operation log is shrunk (delta debugging, replaying on fresh copies) and printed
-with the seed, so it can be replayed.
+with the seed, so it can be replayed. The kernel's readdir phantoms (names its readdir lists and
+its lookup denies) are reconciled in readdir and rmtree results, with a note (fsops.reconcile).
 
 Environment: STRATA_FS_BIN, STRATA_FUZZ_SECONDS (default 30), STRATA_FUZZ_SEED (first seed,
 default 1; 'random' picks one), STRATA_FUZZ_STEPS (steps per round, default 300),
@@ -117,9 +118,9 @@ def touched(op):
     return args[:1]
 
 
-def step_result(root, op):
+def step_result(root, op, result):
     """The op's result plus the lstat of every path it touched (and their parents)."""
-    out = [fsops.run_op(root, op)]
+    out = [result]
     for rel in touched(op):
         for p in (rel, rel.rpartition("/")[0]):
             out.append(f"{ov.esc(p) or '.'}: {fsops.run_op(root, ('stat', p))}")
@@ -165,7 +166,10 @@ def check_round(pair, make_ops, log):
     try:
         for i, op in enumerate(make_ops(pair)):
             log.append(op)
-            a, b = step_result(pair.kmnt, op), step_result(pair.smnt, op)
+            ka, sa = fsops.run_op(pair.kmnt, op), fsops.run_op(pair.smnt, op)
+            if ka != sa:
+                ka = fsops.reconcile(pair.kmnt, op, ka, sa)
+            a, b = step_result(pair.kmnt, op, ka), step_result(pair.smnt, op, sa)
             if a != b:
                 failure = f"step {i} {fsops.fmt_op(op)}:\n  kernel: {a}\n  sut:    {b}"
                 break
