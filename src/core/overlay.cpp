@@ -432,7 +432,6 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
       if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), 0); !r) return undo(r.error());
     }
   }
-  if (on_attr_changed) on_attr_changed(parent.get());
   return lookup(parent, name);
 }
 
@@ -494,14 +493,15 @@ Status Overlay::whiteout_upper_entry(int up, const std::string& name) {
     // The kernel's way: a whiteout made aside and swapped in, so the name never shows the lower
     // object in between, even across a crash.
     const std::string tmp = staging_name("whiteout");
-    if (::mknodat(work, tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+    auto made = stack_->link_whiteout(work, tmp.c_str());
+    if (made) {
       if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) {
         ::unlinkat(work, tmp.c_str(), 0);
         return r;
       }
       return remove_tree(work, tmp.c_str());
     }
-    if (errno != EPERM) return fail_errno();
+    if (made.error() != EPERM) return made;
   }
   STRATA_TRY(remove_tree(up, name.c_str()));
   return make_whiteout(*stack_, up, name.c_str());

@@ -74,6 +74,8 @@ bool AufsMarkerCache::hides(int dirfd, std::string_view name) const {
 
 Status make_whiteout(const LayerStack& stack, int dirfd, const char* name) {
   if (stack.chardev_whiteouts()) {
+    auto r = stack.work_fd() >= 0 ? stack.link_whiteout(dirfd, name) : Status(fail(EPERM));
+    if (r) return {};
     if (::mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) == 0) return {};
     if (errno != EPERM) return fail_errno();
   }

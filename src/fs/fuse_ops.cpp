@@ -350,8 +350,6 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off,
   else fuse_reply_write(req, size_t(n));
 }
 
-void op_flush(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, 0); }
-
 void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
   daemon_of(req).open_files->unbind(file_of(fi)->node.get());
   delete file_of(fi);
@@ -538,7 +536,8 @@ const struct fuse_lowlevel_ops kOps = [] {
   ops.create = op_create;
   ops.read = op_read;
   ops.write_buf = op_write_buf;
-  ops.flush = op_flush;
+  // No flush handler: there is nothing to flush (every write went to the layer already), and
+  // without one the kernel stops sending FLUSH on every close.
   ops.release = op_release;
   ops.fsync = op_fsync;
   ops.fallocate = op_fallocate;

@@ -80,7 +80,11 @@ void Passthrough::install(struct fuse_session* se, bool wanted, int stack_depth)
   devfd_ = fuse_session_fd(se);
   wanted_ = wanted;
   stack_depth_ = stack_depth;
-  if (!wanted) why_not_ = "off (-o passthrough=off)";
+  if (!wanted) {
+    // Without passthrough there is nothing to patch: keep libfuse's own /dev/fuse io.
+    why_not_ = "off (-o passthrough=off)";
+    return;
+  }
   struct fuse_custom_io io;
   std::memset(&io, 0, sizeof io);
   io.read = on_read;
