@@ -148,14 +148,15 @@ std::expected<void, std::string> LayerStack::prepare_workdir() {
 }
 
 Status LayerStack::link_whiteout(int dirfd, const char* name) const {
-  static constexpr const char* kShared = "#whiteout";
+  // Beside the staging dir, not in it: the staging dir holds only unfinished work.
+  static constexpr const char* kShared = "strata-whiteout";
   for (int attempt = 0; attempt < 4; ++attempt) {
-    if (::linkat(work_.get(), kShared, dirfd, name, 0) == 0) return {};
+    if (::linkat(workdir_.get(), kShared, dirfd, name, 0) == 0) return {};
     int err = errno;
     if (err != ENOENT && err != EMLINK) return fail(err);
     std::lock_guard lock(whiteout_mu_);
-    if (err == EMLINK) ::unlinkat(work_.get(), kShared, 0);  // full: start a new one
-    if (::mknodat(work_.get(), kShared, S_IFCHR | 0, makedev(0, 0)) < 0 && errno != EEXIST) return fail_errno();
+    if (err == EMLINK) ::unlinkat(workdir_.get(), kShared, 0);  // full: start a new one
+    if (::mknodat(workdir_.get(), kShared, S_IFCHR | 0, makedev(0, 0)) < 0 && errno != EEXIST) return fail_errno();
   }
   return fail(EMLINK);
 }
