@@ -17,6 +17,7 @@ On top of test/mount/mountlib.py and test/lib/overlay.py (owned by others, impor
 Only the Python standard library is used.
 """
 
+import atexit
 import errno
 import hashlib
 import json
@@ -191,10 +192,37 @@ def fuse_connections():
         return set()
 
 
+_pending_aborts = set()
+_exit_hooks_armed = False
+
+
+def _arm_exit_hooks():
+    """At exit, before the shared cleanup unmounts anything (atexit runs newest first): kill
+    our workers, abort FUSE connections registered with abort_at_exit()."""
+    global _exit_hooks_armed
+    if _exit_hooks_armed:
+        return
+    _exit_hooks_armed = True
+    atexit.register(_exit_hook)
+
+
+def _exit_hook():
+    for w in list(_live_workers):
+        w.kill()
+    abort_connections(sorted(_pending_aborts))
+
+
+def abort_at_exit(conns):
+    """Abort these FUSE connections if the test exits before it did so itself (a hang)."""
+    _arm_exit_hooks()
+    _pending_aborts.update(conns)
+
+
 def abort_connections(conns):
     """Abort the given FUSE connections (ids from fuse_connections): every request waiting on
     them fails with ENOTCONN, even if the daemon is stuck. Only ever pass our own."""
     for c in conns:
+        _pending_aborts.discard(c)
         try:
             with open(os.path.join(FUSECTL, str(c), "abort"), "w") as f:
                 f.write("1")
@@ -211,6 +239,9 @@ def abort_fuse_mount(mnt, conns=()):
 
 # ------------------------------------------------------------------------------------------------
 # forked workers
+
+
+_live_workers = set()
 
 
 class Worker:
@@ -244,6 +275,8 @@ class Worker:
             os._exit(code)
         self.pid = pid
         self.status = None
+        _arm_exit_hooks()
+        _live_workers.add(self)
 
     def wait(self, timeout=30.0):
         """The child's exit code (or -signal); None if it is still running after `timeout`."""
@@ -252,12 +285,15 @@ class Worker:
             done, status = os.waitpid(self.pid, os.WNOHANG)
             if done == self.pid:
                 self.status = os.waitstatus_to_exitcode(status)
+                _live_workers.discard(self)
                 return self.status
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.005)
 
     def kill(self):
+        if self.status is not None:
+            return
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
