@@ -151,18 +151,32 @@ def op_makedirs(root, rel):
 
 def op_rmtree(root, rel, skip=frozenset()):
     """Depth-first removal in sorted order; stops at the first error (like rm -r would report).
-    Paths in `skip` (bytes, full) are passed over: only reconcile() uses that, for phantoms."""
-    def remove(path):
+    Paths in `skip` (bytes, full) are passed over: only reconcile() uses that, for phantoms.
+
+    When it stops because lstat says ENOENT for a name that readdir returned just before, that
+    path is kept in _rmtree_phantom[root] for reconcile(): the removal itself may turn the dir into
+    a merged one (copy-up), and then the kernel no longer lists the phantom afterwards."""
+    _rmtree_phantom.pop(root, None)
+
+    def remove(path, listed=False):
         if path in skip:
             return
-        st = os.lstat(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if listed:
+                _rmtree_phantom[root] = path
+            raise
         if stat.S_ISDIR(st.st_mode):
             for name in sorted(os.listdir(path)):
-                remove(os.path.join(path, name))
+                remove(os.path.join(path, name), True)
             os.rmdir(path)
         else:
             os.unlink(path)
     remove(os.fsencode(_p(root, rel)))
+
+
+_rmtree_phantom = {}
 
 
 def op_rename(root, a, b):
@@ -371,28 +385,36 @@ def reconcile(kernel_root, op, kernel_result, sut_result):
     - readdir: tolerated if the kernel's names minus exactly the ones its lstat calls ENOENT are
       the SUT's names;
     - rmtree walks that listing and stops with ENOENT where the SUT removes the directory.
-      Tolerated only if lstat-ing every entry the kernel still lists under the directory finds
-      such phantoms, the first entry rmtree would fail on is one of them, and the kernel then
-      finishes the removal, passing over exactly those phantoms, without any other error (so
-      both trees are the same again for the steps that follow)."""
+      Tolerated only if the kernel's rmtree stopped exactly at the lstat of a name its readdir
+      had just returned, lstat-ing every entry the kernel lists under the directory now finds no
+      other error than such phantoms, and the kernel then finishes the removal, passing over
+      exactly those phantoms, without any other error (so both trees are the same again for the
+      steps that follow). The phantom may be gone from the listing by then: rmtree's own copy-up
+      of the directory makes it a merged one, whose readdir hides whiteouts."""
     if op[0] == "readdir" and kernel_result.startswith("ok [") and sut_result.startswith("ok ["):
         return _reconcile_readdir(kernel_root, op[1], kernel_result, sut_result)
     if op[0] != "rmtree" or kernel_result != "ENOENT" or sut_result != "ok":
         return kernel_result
     rel = op[1]
-    phantoms = readdir_phantoms(kernel_root, rel)
-    if not phantoms or any(err != "ENOENT" for _, err in phantoms):
+    failed_at = _rmtree_phantom.pop(kernel_root, None)  # listed by readdir, then ENOENT from lstat
+    if failed_at is None:
         return kernel_result
+    phantoms = readdir_phantoms(kernel_root, rel)
+    if any(err != "ENOENT" for _, err in phantoms):
+        return kernel_result
+    still = any(p == failed_at for p, _ in phantoms)
     base = len(os.fsencode(kernel_root)) + 1
-    names = ", ".join(ov.esc(p[base:]) for p, _ in phantoms[:3]) + (" ..." if len(phantoms) > 3 else "")
+    names = ", ".join(ov.esc(p[base:]) for p in [failed_at] + [p for p, _ in phantoms if p != failed_at][:2])
     try:
-        op_rmtree(kernel_root, rel, skip=frozenset(p for p, _ in phantoms))
+        op_rmtree(kernel_root, rel, skip=frozenset([failed_at] + [p for p, _ in phantoms]))
     except OSError as e:
         where = ov.esc(os.fsencode(e.filename)[base:]) if e.filename else "?"
         return (f"{kernel_result} (not the tolerated readdir quirk alone: passing over the phantom "
                 f"{names}, the kernel's removal still fails at {where} with {ov.errname(e)})")
-    tolerated(f"rmtree('{ov.esc(rel)}'): the kernel's readdir listed {names}, which its lookup "
-              f"says does not exist (kernel readdir quirk); the kernel's rmtree finished over it")
+    tolerated(f"rmtree('{ov.esc(rel)}'): the kernel's readdir listed {names}, which its lookup says "
+              f"does not exist (kernel readdir quirk; "
+              f"{'still listed' if still else 'no longer listed after rmtree copied the dir up'}); "
+              f"the kernel's rmtree finished over it")
     return "ok"
 
 
