@@ -7,6 +7,8 @@
 
 #include <cstring>
 #include <new>
+#include <optional>
+#include <thread>
 #include <string>
 
 #include "strata/log.h"
@@ -37,6 +39,21 @@ struct FileHandle {
   std::atomic<bool> on_lower;
   std::mutex mu;
   UniqueFd upper_fd;
+  std::atomic<int> in_use{0};  // requests using this file right now (see InUse)
+};
+
+// Marks a request that uses an open file. The kernel sends RELEASE only after the file's last
+// request was answered, so release never waits in practice; this makes that ordering explicit
+// in the daemon (and visible to ThreadSanitizer, which cannot see it through the kernel).
+class InUse {
+ public:
+  explicit InUse(FileHandle* fh) : fh_(fh) { fh_->in_use.fetch_add(1, std::memory_order_acquire); }
+  ~InUse() { fh_->in_use.fetch_sub(1, std::memory_order_release); }
+  InUse(const InUse&) = delete;
+  InUse& operator=(const InUse&) = delete;
+
+ private:
+  FileHandle* fh_;
 };
 
 constexpr const char* kStatsXattr = "user.strata.stats";
@@ -146,6 +163,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     NodePtr node = node_of(req, ino);
     auto st = d.overlay->getattr(node);
     if (!st && fi && !node->is_dir() && file_of(fi)) {  // unlinked but open: ask the open file
+      InUse use(file_of(fi));
       st = sys::fstat(file_of(fi)->fd.get());
       if (st) {
         st->st_ino = node->ino;
@@ -171,7 +189,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, s
     c.mtime_now = to_set & FUSE_SET_ATTR_MTIME_NOW;
     c.values = *attr;
     NodePtr node = node_of(req, ino);
-    int fd = fi && !node->is_dir() && file_of(fi) ? file_of(fi)->fd.get() : -1;
+    FileHandle* fh = fi && !node->is_dir() ? file_of(fi) : nullptr;
+    std::optional<InUse> use;
+    if (fh) use.emplace(fh);
+    int fd = fh ? fh->fd.get() : -1;
     auto st = d.overlay->setattr(node, c, fd);
     if (!st) return (void)fuse_reply_err(req, st.error());
     fuse_reply_attr(req, &*st, d.timeout);
@@ -334,6 +355,7 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, struct fuse_fil
   d.counters.read_requests.fetch_add(1, std::memory_order_relaxed);
   struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  InUse use(file_of(fi));
   buf.buf[0].fd = read_fd_of(d, file_of(fi));
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
@@ -343,6 +365,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off,
   daemon_of(req).counters.write_requests.fetch_add(1, std::memory_order_relaxed);
   struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
   out.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  InUse use(file_of(fi));
   out.buf[0].fd = file_of(fi)->fd.get();
   out.buf[0].pos = off;
   ssize_t n = fuse_buf_copy(&out, in, fuse_buf_copy_flags(0));
@@ -351,24 +374,29 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off,
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
-  daemon_of(req).open_files->unbind(file_of(fi)->node.get());
-  delete file_of(fi);
+  FileHandle* fh = file_of(fi);
+  while (fh->in_use.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  daemon_of(req).open_files->unbind(fh->node.get());
+  delete fh;
   fuse_reply_err(req, 0);
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, struct fuse_file_info* fi) {
   if (daemon_of(req).volatile_mode) return (void)fuse_reply_err(req, 0);
+  InUse use(file_of(fi));
   int fd = file_of(fi)->fd.get();
   int r = datasync ? ::fdatasync(fd) : ::fsync(fd);
   fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
 void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, struct fuse_file_info* fi) {
+  InUse use(file_of(fi));
   int r = ::fallocate(file_of(fi)->fd.get(), mode, off, len);
   fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, struct fuse_file_info* fi) {
+  InUse use(file_of(fi));
   off_t r = ::lseek(file_of(fi)->fd.get(), off, whence);
   if (r < 0) fuse_reply_err(req, errno);
   else fuse_reply_lseek(req, r);
@@ -377,6 +405,7 @@ void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, struct fuse_fil
 void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, struct fuse_file_info* fi_in, fuse_ino_t,
                         off_t off_out, struct fuse_file_info* fi_out, size_t len, int flags) {
   loff_t in = off_in, out = off_out;
+  InUse use_in(file_of(fi_in)), use_out(file_of(fi_out));
   ssize_t n = ::copy_file_range(file_of(fi_in)->fd.get(), &in, file_of(fi_out)->fd.get(), &out, len, flags);
   if (n < 0) fuse_reply_err(req, errno);
   else fuse_reply_write(req, size_t(n));

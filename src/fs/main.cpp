@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fmt/format.h>
 #include <string>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -167,28 +168,46 @@ std::expected<void, std::string> check_no_recursion(const std::string& mountpoin
   return check("workdir", opts.workdir);
 }
 
-// SIGUSR1 prints the summary. The handler only pokes a pipe; a thread does the formatting.
-int g_summary_pipe[2] = {-1, -1};
+// SIGUSR1 prints the summary. The handler only pokes a pipe; a thread does the formatting. The
+// thread is stopped (write end closed, joined) before the daemon's state it reads goes away.
+std::atomic<int> g_summary_poke{-1};
 
 void on_sigusr1(int) {
   char c = 1;
-  [[maybe_unused]] ssize_t n = ::write(g_summary_pipe[1], &c, 1);
+  if (int fd = g_summary_poke.load(); fd >= 0) [[maybe_unused]] ssize_t n = ::write(fd, &c, 1);
 }
 
-void start_summary_thread(fs::Daemon& daemon, Tracer& tracer) {
-  if (::pipe2(g_summary_pipe, O_CLOEXEC) != 0) return;
-  std::thread([&daemon, &tracer] {
-    char c;
-    while (::read(g_summary_pipe[0], &c, 1) > 0)
-      tracer.write_raw(tracer.json() ? "{\"event\":\"summary\"," + fs::summary_json(daemon).substr(1) + "\n"
-                                     : fs::summary_text(daemon));
-  }).detach();
-  struct sigaction sa;
-  std::memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigusr1;
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGUSR1, &sa, nullptr);
-}
+class SummaryThread {
+ public:
+  SummaryThread(fs::Daemon& daemon, Tracer& tracer) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    read_end_.reset(fds[0]);
+    write_end_.reset(fds[1]);
+    thread_ = std::thread([this, &daemon, &tracer] {
+      char c;
+      while (::read(read_end_.get(), &c, 1) > 0)
+        tracer.write_raw(tracer.json() ? "{\"event\":\"summary\"," + fs::summary_json(daemon).substr(1) + "\n"
+                                       : fs::summary_text(daemon));
+    });
+    g_summary_poke = write_end_.get();
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, nullptr);
+  }
+  ~SummaryThread() {
+    signal(SIGUSR1, SIG_IGN);
+    g_summary_poke = -1;
+    write_end_.reset();  // the reader sees end of file and returns
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  UniqueFd read_end_, write_end_;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -277,7 +296,7 @@ int main(int argc, char** argv) {
   passthrough.install(se, opts.passthrough == "auto", passthrough_stack_depth(overlay.stack()));
   // Returns in the parent only once the mount is live, so callers can use it at once.
   if (fuse_daemonize(cl.foreground) != 0) die("cannot daemonize");
-  start_summary_thread(daemon, tracer);
+  SummaryThread summary(daemon, tracer);
 
   int rc;
   if (cl.single_thread) {
