@@ -17,6 +17,10 @@ namespace strata {
 
 namespace {
 
+// The shared whiteout lives beside the staging dir, not in it: the staging dir holds only
+// unfinished work.
+constexpr const char* kSharedWhiteout = "strata-whiteout";
+
 std::unexpected<std::string> path_error(std::string_view what, const std::string& path, int err) {
   return std::unexpected(fmt::format("{} {}: {}", what, path, sys::errno_text(err)));
 }
@@ -113,6 +117,17 @@ std::expected<void, std::string> LayerStack::prepare_workdir() {
     return std::unexpected(fmt::format("workdir {}: {}", workdir_path_,
                                        errno == EWOULDBLOCK ? "in use by another strata-fs mount"
                                                             : sys::errno_text(errno)));
+  // The upper too: a second mount with another workdir would write the same upper unlocked.
+  if (::flock(layers_[0].root.get(), LOCK_EX | LOCK_NB) < 0)
+    return std::unexpected(fmt::format("upperdir {}: {}", layers_[0].path,
+                                       errno == EWOULDBLOCK ? "in use by another strata-fs mount"
+                                                            : sys::errno_text(errno)));
+  // Whiteouts are made as links of the shared whiteout: whatever has its name must be one (a
+  // 0/0 character device), or every whiteout would become a link to something else. Anything
+  // else there is refused, not removed: removing a link would touch the file it links to.
+  if (auto st = sys::fstatat(workdir_.get(), kSharedWhiteout); st && !(S_ISCHR(st->st_mode) && st->st_rdev == 0))
+    return std::unexpected(fmt::format("workdir {}/{}: not a whiteout (character device 0/0); remove it",
+                                       workdir_path_, kSharedWhiteout));
   if (::mkdirat(workdir_.get(), "work", 0700) < 0 && errno != EEXIST)
     return path_error("workdir", workdir_path_ + "/work", errno);
   auto work = sys::openat(workdir_.get(), "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
@@ -148,8 +163,7 @@ std::expected<void, std::string> LayerStack::prepare_workdir() {
 }
 
 Status LayerStack::link_whiteout(int dirfd, const char* name) const {
-  // Beside the staging dir, not in it: the staging dir holds only unfinished work.
-  static constexpr const char* kShared = "strata-whiteout";
+  const char* kShared = kSharedWhiteout;
   for (int attempt = 0; attempt < 4; ++attempt) {
     if (::linkat(workdir_.get(), kShared, dirfd, name, 0) == 0) return {};
     int err = errno;

@@ -57,6 +57,7 @@ class InUse {
 };
 
 constexpr const char* kStatsXattr = "user.strata.stats";
+constexpr const char* kLayersXattr = "user.strata.layers";  // see check_no_recursion (main.cpp)
 
 struct DirHandle {
   bool loaded = false;
@@ -116,7 +117,9 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   auto want = [&](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
-  want(FUSE_CAP_ATOMIC_O_TRUNC);  // O_TRUNC reaches open: a lower file is then copied without data
+  // No FUSE_CAP_ATOMIC_O_TRUNC: with it the kernel skips the setattr that clears setuid/setgid
+  // when a non-owner truncates on open (found by hardening_perms). Without it open(O_TRUNC)
+  // is an open plus a truncate to 0, and the truncate copies a lower file up without its data.
   want(FUSE_CAP_PARALLEL_DIROPS);
   want(FUSE_CAP_CACHE_SYMLINKS);
   want(FUSE_CAP_SPLICE_READ);
@@ -125,6 +128,10 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   want(FUSE_CAP_READDIRPLUS);
   want(FUSE_CAP_READDIRPLUS_AUTO);
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  // libfuse asks for these by default. HANDLE_KILLPRIV would tell the kernel that we clear
+  // setuid/setgid on writes and truncates by non-owners; the kernel does it right (its rules,
+  // its credential checks), so leave it to the kernel (found by hardening_perms).
+  conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC);
   conn->max_write = 1u << 20;
   if (d.passthrough) d.passthrough->negotiate(conn);
 }
@@ -509,9 +516,12 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   guarded(req, "getxattr", [&] {
+    Daemon& d = daemon_of(req);
     Result<std::string> v = ino == FUSE_ROOT_ID && std::string_view(name) == kStatsXattr
-                                ? Result<std::string>(summary_json(daemon_of(req)))
-                                : daemon_of(req).overlay->getxattr(node_of(req, ino), name);
+                                ? Result<std::string>(summary_json(d))
+                            : ino == FUSE_ROOT_ID && std::string_view(name) == kLayersXattr
+                                ? Result<std::string>(d.layer_paths)
+                                : d.overlay->getxattr(node_of(req, ino), name);
     if (!v) return (void)fuse_reply_err(req, v.error());
     if (size == 0) return (void)fuse_reply_xattr(req, v->size());
     if (v->size() > size) return (void)fuse_reply_err(req, ERANGE);

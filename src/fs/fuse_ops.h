@@ -22,6 +22,10 @@ struct Daemon {
   bool volatile_mode = false;
   DaemonCounters counters;
   OpenFiles* open_files = nullptr;
+  // The real directories this mount reads and writes (layers and workdir), one per line: the
+  // virtual xattr user.strata.layers on the root, read by another strata-fs that would stack
+  // on this mount, to refuse a mountpoint inside them.
+  std::string layer_paths;
 };
 
 // The live summary (SIGUSR1, and the virtual xattr user.strata.stats on the mount's root).

@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
+#include <sys/xattr.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -147,25 +149,65 @@ bool path_inside(const std::string& inner, const std::string& outer) {
   return inner == outer || outer == "/" || (inner.starts_with(outer) && inner[outer.size()] == '/');
 }
 
+// The root of the mount that `path` lies on (walk up while the device stays the same).
+std::string mount_root_of(const std::string& path) {
+  std::string cur = canonical_path(path);
+  struct stat st;
+  if (::stat(cur.c_str(), &st) != 0) return cur;
+  while (cur != "/") {
+    std::string up = cur.substr(0, std::max<size_t>(1, cur.rfind('/')));
+    struct stat pst;
+    if (::stat(up.c_str(), &pst) != 0 || pst.st_dev != st.st_dev) break;
+    cur = up;
+  }
+  return cur;
+}
+
 // A mountpoint inside a layer (or a layer inside the mountpoint) would make the daemon look up
-// names in its own mount: a deadlock, or endless recursion. Refuse it up front.
+// names in its own mount: a deadlock, or endless recursion. Refuse it up front. A layer on
+// another strata-fs mount counts with that mount's own layers (user.strata.layers on its root),
+// since looking names up there leads back into this mount just the same.
 std::expected<void, std::string> check_no_recursion(const std::string& mountpoint, const MountOptions& opts) {
   const std::string mnt = canonical_path(mountpoint);
-  auto check = [&](const char* what, const std::string& dir) -> std::expected<void, std::string> {
-    if (dir.empty()) return {};
+  auto check = [&](const char* what, const std::string& dir, const std::string& via) -> std::expected<void, std::string> {
     const std::string d = canonical_path(dir);
+    const std::string through = via.empty() ? "" : fmt::format(" (a layer of the strata-fs mount {})", via);
     if (path_inside(mnt, d))
-      return std::unexpected(fmt::format("mountpoint {}: inside {} {}: the mount would look itself up",
-                                         mountpoint, what, dir));
+      return std::unexpected(fmt::format("mountpoint {}: inside {} {}{}: the mount would look itself up",
+                                         mountpoint, what, dir, through));
     if (path_inside(d, mnt))
-      return std::unexpected(fmt::format("{} {}: inside the mountpoint {}: the mount would look itself up",
-                                         what, dir, mountpoint));
+      return std::unexpected(fmt::format("{} {}: inside the mountpoint {}{}: the mount would look itself up",
+                                         what, dir, mountpoint, through));
     return {};
   };
-  for (const auto& lower : opts.lowerdirs)
-    if (auto r = check("lowerdir", lower); !r) return r;
-  if (auto r = check("upperdir", opts.upperdir); !r) return r;
-  return check("workdir", opts.workdir);
+  struct Dir {
+    const char* what;
+    std::string path, via;  // via: the strata-fs mount whose layer this is ("" for ours)
+  };
+  std::vector<Dir> todo;
+  for (const auto& lower : opts.lowerdirs) todo.push_back({"lowerdir", lower, ""});
+  if (!opts.upperdir.empty()) todo.push_back({"upperdir", opts.upperdir, ""});
+  if (!opts.workdir.empty()) todo.push_back({"workdir", opts.workdir, ""});
+  for (size_t i = 0; i < todo.size() && i < 256; ++i) {
+    const Dir cur = todo[i];
+    const std::string& dir = cur.path;
+    if (auto r = check(cur.what, dir, cur.via); !r) return r;
+    struct statfs sf;
+    constexpr long kFuseMagic = 0x65735546;
+    if (::statfs(dir.c_str(), &sf) != 0 || sf.f_type != kFuseMagic) continue;
+    std::string root = mount_root_of(dir);
+    char buf[65536];
+    ssize_t n = ::getxattr(root.c_str(), "user.strata.layers", buf, sizeof buf);
+    if (n <= 0) continue;  // not a strata-fs mount (or an old one)
+    std::string list(buf, n);
+    for (size_t pos = 0; pos < list.size();) {
+      size_t nl = list.find('\n', pos);
+      std::string layer = list.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+      if (!layer.empty()) todo.push_back({"layer", layer, root});
+      pos = nl == std::string::npos ? list.size() : nl + 1;
+    }
+  }
+  return {};
 }
 
 // SIGUSR1 prints the summary. The handler only pokes a pipe; a thread does the formatting. The
@@ -278,6 +320,9 @@ int main(int argc, char** argv) {
   daemon.passthrough = &passthrough;
   fs::OpenFiles open_files(overlay, &passthrough, daemon.counters);
   daemon.open_files = &open_files;
+  for (const auto& dir : opts.lowerdirs) daemon.layer_paths += canonical_path(dir) + "\n";
+  if (!opts.upperdir.empty()) daemon.layer_paths += canonical_path(opts.upperdir) + "\n";
+  if (!opts.workdir.empty()) daemon.layer_paths += canonical_path(opts.workdir) + "\n";
   daemon.overlay = &overlay;
   daemon.timeout = opts.timeout;
   daemon.volatile_mode = opts.volatile_mode;
