@@ -5,6 +5,7 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "strata/node.h"
 
@@ -22,6 +23,8 @@ class InodeTable {
   // Remove a node from the table without forgetting it (its name now means something else).
   void unhash(Node* node);
   NodePtr find(const NodeKey& key) const;
+  // Directory nodes the kernel holds (for shedding cached entries under fd pressure).
+  std::vector<NodePtr> directories() const;
   size_t size() const;
 
  private:

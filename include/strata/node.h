@@ -29,11 +29,24 @@ using NodePtr = std::shared_ptr<Node>;
 
 class AufsMarkerCache;
 
+// How many directory fds DirLayers hold right now: the daemon's main use of descriptors. The
+// adapter sheds cached nodes before RLIMIT_NOFILE is reached (src/fs/fd_budget.*).
+struct HeldDirFd {
+  static inline std::atomic<int64_t> count{0};
+  HeldDirFd() { count.fetch_add(1, std::memory_order_relaxed); }
+  HeldDirFd(const HeldDirFd&) : HeldDirFd() {}
+  HeldDirFd(HeldDirFd&&) noexcept : HeldDirFd() {}
+  HeldDirFd& operator=(const HeldDirFd&) { return *this; }
+  HeldDirFd& operator=(HeldDirFd&&) noexcept { return *this; }
+  ~HeldDirFd() { count.fetch_sub(1, std::memory_order_relaxed); }
+};
+
 // A directory of one layer that is part of a merged directory.
 struct DirLayer {
   int layer;     // 0 = upper
   UniqueFd fd;   // O_RDONLY|O_DIRECTORY
   std::shared_ptr<const AufsMarkerCache> markers;  // lower layers only
+  HeldDirFd held{};
 };
 
 // What identifies a node, so that a second lookup of the same object finds the same nodeid:

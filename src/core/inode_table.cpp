@@ -70,6 +70,14 @@ NodePtr InodeTable::find(const NodeKey& key) const {
   return it == nodes_.end() ? nullptr : it->second;
 }
 
+std::vector<NodePtr> InodeTable::directories() const {
+  std::lock_guard lock(mu_);
+  std::vector<NodePtr> out;
+  for (const auto& [key, node] : nodes_)
+    if (node->is_dir()) out.push_back(node);
+  return out;
+}
+
 size_t InodeTable::size() const {
   std::lock_guard lock(mu_);
   return nodes_.size();

@@ -1,5 +1,7 @@
 #include "fuse_ops.h"
 
+#include "fd_budget.h"
+
 #include <fcntl.h>
 #include <dirent.h>
 #include <sys/file.h>
@@ -84,6 +86,18 @@ void guarded(fuse_req_t req, const char* op, F&& body) {
   }
 }
 
+// Run a core call; if it ran out of descriptors, let the fd budget shed cached nodes and run it
+// once more, so that EMFILE does not reach the user while the kernel holds unused entries.
+template <class F>
+auto with_fd_room(Daemon& d, F&& call) {
+  auto r = call();
+  if (!r && (r.error() == EMFILE || r.error() == ENFILE) && d.fd_budget) {
+    d.fd_budget->wait_for_room();
+    r = call();
+  }
+  return r;
+}
+
 Caller caller_of(fuse_req_t req) {
   const struct fuse_ctx* ctx = fuse_req_ctx(req);
   return Caller{ctx->uid, ctx->gid};
@@ -139,7 +153,8 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   guarded(req, "lookup", [&] {
     Daemon& d = daemon_of(req);
-    auto e = d.overlay->lookup(node_of(req, parent), name);
+    auto e = with_fd_room(d, [&] { return d.overlay->lookup(node_of(req, parent), name); });
+    if (e && d.fd_budget) d.fd_budget->note_growth();
     if (!e && e.error() == ENOENT) {
       // A negative entry the kernel may cache: all changes to the tree come through us.
       struct fuse_entry_param p;
@@ -216,19 +231,22 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   guarded(req, "mknod", [&] {
-    reply_entry(req, daemon_of(req).overlay->mknod(node_of(req, parent), name, mode, rdev, caller_of(req)));
+    Daemon& d = daemon_of(req);
+    reply_entry(req, with_fd_room(d, [&] { return d.overlay->mknod(node_of(req, parent), name, mode, rdev, caller_of(req)); }));
   });
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   guarded(req, "mkdir", [&] {
-    reply_entry(req, daemon_of(req).overlay->mkdir(node_of(req, parent), name, mode, caller_of(req)));
+    Daemon& d = daemon_of(req);
+    reply_entry(req, with_fd_room(d, [&] { return d.overlay->mkdir(node_of(req, parent), name, mode, caller_of(req)); }));
   });
 }
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   guarded(req, "symlink", [&] {
-    reply_entry(req, daemon_of(req).overlay->symlink(node_of(req, parent), name, target, caller_of(req)));
+    Daemon& d = daemon_of(req);
+    reply_entry(req, with_fd_room(d, [&] { return d.overlay->symlink(node_of(req, parent), name, target, caller_of(req)); }));
   });
 }
 
@@ -239,18 +257,26 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  guarded(req, "unlink", [&] { reply_status(req, daemon_of(req).overlay->unlink(node_of(req, parent), name)); });
+  guarded(req, "unlink", [&] {
+    Daemon& d = daemon_of(req);
+    reply_status(req, with_fd_room(d, [&] { return d.overlay->unlink(node_of(req, parent), name); }));
+  });
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  guarded(req, "rmdir", [&] { reply_status(req, daemon_of(req).overlay->rmdir(node_of(req, parent), name)); });
+  guarded(req, "rmdir", [&] {
+    Daemon& d = daemon_of(req);
+    reply_status(req, with_fd_room(d, [&] { return d.overlay->rmdir(node_of(req, parent), name); }));
+  });
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
                unsigned int flags) {
   guarded(req, "rename", [&] {
-    reply_status(req, daemon_of(req).overlay->rename(node_of(req, parent), name, node_of(req, newparent), newname,
-                                                     flags));
+    Daemon& d = daemon_of(req);
+    reply_status(req, with_fd_room(d, [&] {
+      return d.overlay->rename(node_of(req, parent), name, node_of(req, newparent), newname, flags);
+    }));
   });
 }
 
@@ -293,7 +319,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     };
     if (d.open_files->must_rebind(node, fi->flags)) return rebind();
     for (int attempt = 0;; ++attempt) {
-      auto fd = d.overlay->open(node, fi->flags);
+      auto fd = with_fd_room(d, [&] { return d.overlay->open(node, fi->flags); });
       if (!fd) return (void)fuse_reply_err(req, fd.error());
       OpenFiles::Binding b = d.open_files->bind(node, fd->get());
       if (b.outcome == OpenFiles::Binding::Rebind) return rebind();
@@ -320,7 +346,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, struct fuse_file_info* fi) {
   guarded(req, "create", [&] {
     Daemon& d = daemon_of(req);
-    auto r = d.overlay->create(node_of(req, parent), name, mode, fi->flags, caller_of(req));
+    auto r = with_fd_room(d, [&] { return d.overlay->create(node_of(req, parent), name, mode, fi->flags, caller_of(req)); });
     if (!r) return (void)fuse_reply_err(req, r.error());
     auto& [entry, fd] = *r;
     OpenFiles::Binding b = d.open_files->bind(entry.node, fd.get());
@@ -448,7 +474,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
     // The merged listing is read at the first readdir (and again on a rewind), not at opendir:
     // when the kernel answers from its cached listing, it is never needed.
     if (off == 0 || !dh->loaded) {
-      auto entries = d.overlay->read_dir(dir);
+      auto entries = with_fd_room(d, [&] { return d.overlay->read_dir(dir); });
       if (!entries) return (void)fuse_reply_err(req, entries.error());
       dh->entries = std::move(*entries);
       dh->loaded = true;
@@ -471,7 +497,9 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
         name = m.name;
         e.attr.st_ino = m.ino;
         e.attr.st_mode = DTTOIF(m.d_type);
-        if (plus) {
+        // Close to the descriptor limit, directories are listed without making their nodes
+        // (the kernel looks them up when it needs them).
+        if (plus && !(m.d_type == DT_DIR && d.fd_budget && d.fd_budget->tight())) {
           auto entry = d.overlay->lookup(dir, m.name, m.layer);
           if (entry) {
             e = entry_param(req, *entry);

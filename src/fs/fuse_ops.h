@@ -22,6 +22,7 @@ struct Daemon {
   bool volatile_mode = false;
   DaemonCounters counters;
   OpenFiles* open_files = nullptr;
+  class FdBudget* fd_budget = nullptr;
   // The real directories this mount reads and writes (layers and workdir), one per line: the
   // virtual xattr user.strata.layers on the root, read by another strata-fs that would stack
   // on this mount, to refuse a mountpoint inside them.

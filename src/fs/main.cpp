@@ -19,9 +19,11 @@
 #include <fmt/format.h>
 #include <string>
 #include <atomic>
+#include <optional>
 #include <thread>
 #include <vector>
 
+#include "fd_budget.h"
 #include "fuse_ops.h"
 #include "passthrough.h"
 #include "strata/layers.h"
@@ -342,6 +344,10 @@ int main(int argc, char** argv) {
   // Returns in the parent only once the mount is live, so callers can use it at once.
   if (fuse_daemonize(cl.foreground) != 0) die("cannot daemonize");
   SummaryThread summary(daemon, tracer);
+  // Threads start after fuse_daemonize's fork; they stop before the session goes away.
+  std::optional<fs::FdBudget> fd_budget;
+  fd_budget.emplace(daemon, se);
+  daemon.fd_budget = &*fd_budget;
 
   int rc;
   if (cl.single_thread) {
@@ -354,6 +360,8 @@ int main(int argc, char** argv) {
     rc = fuse_session_loop_mt(se, config);
     fuse_loop_cfg_destroy(config);
   }
+  daemon.fd_budget = nullptr;
+  fd_budget.reset();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
