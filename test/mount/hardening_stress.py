@@ -39,8 +39,9 @@ PROCS = hl.env_int("HARDENING_STRESS_PROCS", 5)
 REPLAY_OPS = hl.env_int("HARDENING_STRESS_OPS", 250)
 SEED = hl.env_int("HARDENING_STRESS_SEED", int(time.time()) % 100000)
 
-# errnos a racing workload legitimately gets from the kernel overlay
-RACE_ERRNOS = {"ENOENT", "EEXIST", "ENOTEMPTY", "EISDIR", "ENOTDIR", "ELOOP"}
+# errnos a racing workload legitimately gets from the kernel overlay. ENXIO: another process can
+# rename a fifo under the name between the op's lstat and its O_NONBLOCK write open.
+RACE_ERRNOS = {"ENOENT", "EEXIST", "ENOTEMPTY", "EISDIR", "ENOTDIR", "ELOOP", "ENXIO"}
 OP_ERRNOS = {"link": {"EPERM"}, "setxattr": {"EPERM"}, "removexattr": {"EPERM", "ENODATA"}}
 LISTING_EXCLUDE = ("ino", "atime")
 
