@@ -109,6 +109,10 @@ class Overlay {
   // lookup: the old one stays valid for what already holds it (open files). Used when the file
   // an inode's open files are bound to must change (copy-up under kernel passthrough).
   void retire_node(const NodePtr& node);
+  // Copy `node` up for a new node, leaving `node` itself on the lower file for the open files
+  // that still use it (it is retired: the next lookup of the name makes the new node). What they
+  // see stays consistent: the old data and the old attributes.
+  Status copy_up_and_split(const NodePtr& node, bool with_data);
 
   // Make sure `node` (and all its ancestors) exist in the upper layer.
   Status copy_up(const NodePtr& node, bool with_data = true);

@@ -244,6 +244,28 @@ void Overlay::retire_node(const NodePtr& node) {
   table_.unhash(node.get());
 }
 
+Status Overlay::copy_up_and_split(const NodePtr& node, bool with_data) {
+  if (node->is_dir()) return fail(EISDIR);
+  int old_layer;
+  UniqueFd pinned;
+  if (!in_upper(*node)) {
+    auto loc = locate(node);
+    if (!loc) return fail(loc.error());
+    old_layer = loc->layer;
+    auto fd = loc->name.empty() ? sys::reopen(loc->dirfd, O_PATH)
+                                : sys::openat(loc->dirfd, loc->name.c_str(), O_PATH | O_NOFOLLOW);
+    if (fd) pinned = std::move(*fd);
+  }
+  STRATA_TRY(copy_up(node, with_data));
+  retire_node(node);
+  if (pinned) {
+    std::lock_guard lock(node->mu);
+    node->detached = std::move(pinned);
+    node->layer = old_layer;
+  }
+  return {};
+}
+
 Status Overlay::ensure_writable() const {
   // An upper opened without a workdir (the offline tool's way) is read, never written.
   if (!stack_->has_upper() || stack_->work_fd() < 0) return fail(EROFS);

@@ -36,6 +36,9 @@ Result<UniqueFd> Overlay::open(const NodePtr& node, int flags) {
   }
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
+  // Never open a lower file for writing, whatever raced with the copy-up above (a node split off
+  // for older open files points at the lower file again): the caller looks the name up again.
+  if (write && loc->layer != 0) return fail(ESTALE);
   int clean = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW;
   auto fd = loc->name.empty() ? sys::reopen(loc->dirfd, clean) : sys::openat(loc->dirfd, loc->name.c_str(), clean);
   return fd;
@@ -47,6 +50,7 @@ Result<struct stat> Overlay::setattr(const NodePtr& node, const AttrChange& c, i
   STRATA_TRY(copy_up(node, !only_truncate_to_zero));
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
+  if (loc->layer != 0) return fail(ESTALE);  // lower layers are never changed (see open)
   const int dirfd = loc->dirfd;
   const char* name = loc->name.c_str();
   const int flags = AT_SYMLINK_NOFOLLOW | at_empty(loc->name);
@@ -149,6 +153,7 @@ Status Overlay::setxattr(const NodePtr& node, const std::string& attr, std::stri
     tracer_->emit(kTraceXattr, fmt::format("{}: set {}{}", path_of(*node), attr,
                                            *stored != attr ? fmt::format(" (stored as {})", *stored) : ""),
                   {field("path", path_of(*node)), field("xattr", attr), field("stored_as", *stored)});
+  if (loc->layer != 0) return fail(ESTALE);
   return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), value, flags);
 }
 
@@ -164,6 +169,7 @@ Status Overlay::removexattr(const NodePtr& node, const std::string& attr) {
   if (tracer_ && tracer_->on(kTraceXattr))
     tracer_->emit(kTraceXattr, fmt::format("{}: removed {}", path_of(*node), attr),
                   {field("path", path_of(*node)), field("xattr", attr)});
+  if (loc->layer != 0) return fail(ESTALE);
   return sys::removexattr(loc->dirfd, loc->name.c_str(), stored->c_str());
 }
 

@@ -311,9 +311,12 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       // kernel can't rebind an inode with open files: copy up now (before anything irreversible
       // such as O_TRUNC), give the name a fresh inode and let the VFS walk the path again.
       // Old open files keep the old data.
-      if (is_write_open(fi->flags))
-        if (auto r = d.overlay->copy_up(node, !(fi->flags & O_TRUNC)); !r) return (void)fuse_reply_err(req, r.error());
-      d.overlay->retire_node(node);
+      if (is_write_open(fi->flags)) {
+        if (auto r = d.overlay->copy_up_and_split(node, !(fi->flags & O_TRUNC)); !r)
+          return (void)fuse_reply_err(req, r.error());
+      } else {
+        d.overlay->retire_node(node);
+      }
       d.counters.estale_reopens.fetch_add(1, std::memory_order_relaxed);
       fuse_reply_err(req, ESTALE);
     };
