@@ -254,9 +254,16 @@ def op_cp_a(root, src, dst):
     return f"rc={r.returncode}"
 
 
-def op_open_before_copyup(root, rel, data):
-    """A read-only fd opened before the copy-up must see what is written after it (the kernel
-    reopens the real file on the upper layer since 4.19).
+COPYUP_TRIGGERS = ("write", "truncate", "chmod", "rename")
+
+
+def op_open_before_copyup(root, rel, data, how="write"):
+    """A read-only fd opened before the copy-up must see the file as it is after it (the kernel
+    reopens the real file on the upper layer since 4.19): the same bytes as a new open, and the
+    same size. `how` is what copies the file up while the fd is open: "write" (an O_WRONLY open
+    and a write of `data` at 0), "truncate" (truncate(2) of the path to len(data)), "chmod" (to
+    0640, then the write) or "rename" (to the sibling "moved-under-fd", then the write through
+    the new name).
 
     The one documented exception (issue 9, accepted by the product owner): on a strata-fs that
     serves data by FUSE passthrough, a read-only fd opened while the file was still in a lower
@@ -266,30 +273,44 @@ def op_open_before_copyup(root, rel, data):
     reported as the kernel's (new data, the new size) with a note; anything else stays a
     difference."""
     stats0 = ov.daemon_stats(root)
+    path = rel
     fd1 = _open(root, rel, os.O_RDONLY | os.O_NONBLOCK)
     try:
         snapshot = _read_fd(fd1) if stats0 and stats0.get("passthrough") else None
-        fd2 = _open(root, rel, os.O_WRONLY)
+        if how == "truncate":
+            os.truncate(_p(root, rel), len(data))
+        else:
+            if how == "chmod":
+                os.chmod(_p(root, rel), 0o640)
+            elif how == "rename":
+                path = os.path.join(os.path.dirname(rel), "moved-under-fd")
+                os.rename(_p(root, rel), _p(root, path))
+            fd2 = _open(root, path, os.O_WRONLY)
+            try:
+                os.pwrite(fd2, data, 0)
+            finally:
+                os.close(fd2)
+        fd3 = _open(root, path, os.O_RDONLY | os.O_NONBLOCK)
         try:
-            os.pwrite(fd2, data, 0)
+            now = _read_fd(fd3)
         finally:
-            os.close(fd2)
-        seen = os.pread(fd1, len(data), 0)
+            os.close(fd3)
+        seen = _read_fd(fd1)
         size = os.fstat(fd1).st_size
-        if seen != data and snapshot is not None:
+        if seen != now and snapshot is not None and seen == snapshot:
             stats1 = ov.daemon_stats(root) or {}
             copied_up = stats1.get("copyups", 0) > stats0.get("copyups", 0)
-            if copied_up and size == len(snapshot) and _read_fd(fd1) == snapshot:
-                size = os.lstat(_p(root, rel)).st_size
-                seen = data
-                tolerated(f"open_before_copyup('{ov.esc(rel)}'): the read-only fd opened before the copy-up "
-                          f"kept the lower data (FUSE passthrough, documented in issue 9)")
-            elif _read_fd(fd1) == snapshot:
+            if copied_up and size == len(snapshot):
+                seen, size = now, os.lstat(_p(root, path)).st_size
+                tolerated(f"open_before_copyup('{ov.esc(rel)}', {how}): the read-only fd opened before "
+                          f"the copy-up kept the lower file (FUSE passthrough, documented in issue 9)")
+            else:
                 # Not the tolerated case: say what is off, the diff alone would not.
                 return (f"old fd sees OLD data, fstat size={size} (its pre-copy-up data has size "
                         f"{len(snapshot)}; copy-up counted: {'yes' if copied_up else 'no'}; a frozen "
                         f"fd must show the old size too)")
-        return f"old fd sees {'new' if seen == data else 'OLD'} data, fstat size={size}"
+        return (f"old fd sees {'new' if seen == now else 'OLD'} data, fstat size={size}"
+                f"{'' if size == len(now) else f' but the file has {len(now)} bytes'}")
     finally:
         os.close(fd1)
 

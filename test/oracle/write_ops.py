@@ -339,7 +339,12 @@ def sc_open_before_copyup(rng, m, ops):
     files = m.of("f")
     if files:
         f = rng.choice(files)
-        ops.append(("open_before_copyup", f, rng.randbytes(rng.randint(1, 64))))
+        how = rng.choice(fsops.COPYUP_TRIGGERS)
+        ops.append(("open_before_copyup", f, rng.randbytes(rng.randint(1, 64)), how))
+        if how == "rename":
+            moved = os.path.join(os.path.dirname(f), "moved-under-fd")
+            m.move(f, moved)
+            f = moved
         ops.append(("read", f))
 
 
