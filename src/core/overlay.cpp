@@ -246,7 +246,7 @@ void Overlay::retire_node(const NodePtr& node) {
 
 Status Overlay::copy_up_and_split(const NodePtr& node, bool with_data) {
   if (node->is_dir()) return fail(EISDIR);
-  int old_layer;
+  int old_layer = -1;
   UniqueFd pinned;
   if (!in_upper(*node)) {
     auto loc = locate(node);

@@ -67,6 +67,23 @@ struct DirHandle {
   uint64_t self_ino = 0, parent_ino = 0;
 };
 
+void track(Daemon& d, FileHandle* fh) {
+  std::lock_guard lock(d.handles_mu);
+  d.open_file_handles.insert(fh);
+}
+void track(Daemon& d, DirHandle* dh) {
+  std::lock_guard lock(d.handles_mu);
+  d.open_dir_handles.insert(dh);
+}
+void untrack(Daemon& d, FileHandle* fh) {
+  std::lock_guard lock(d.handles_mu);
+  d.open_file_handles.erase(fh);
+}
+void untrack(Daemon& d, DirHandle* dh) {
+  std::lock_guard lock(d.handles_mu);
+  d.open_dir_handles.erase(dh);
+}
+
 FileHandle* file_of(struct fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
 DirHandle* dir_of(struct fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 
@@ -333,12 +350,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       trace_open(d, node, fi->flags, b, false);
       const bool follow = !is_write_open(fi->flags) && b.backing_id == 0 && !d.overlay->in_upper(*node);
       auto* fh = new FileHandle(std::move(*fd), node, follow);
+      track(d, fh);
       fi->fh = reinterpret_cast<uint64_t>(fh);
       set_open_flags(fi, b.backing_id);
       int sent = fuse_reply_open(req, fi);
       Passthrough::disarm_reply();
       if (sent == -ENOENT) {  // interrupted: the kernel never saw this open
         d.open_files->unbind(node.get());
+        untrack(d, fh);
         delete fh;
       }
       return;
@@ -359,6 +378,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     }
     trace_open(d, entry.node, fi->flags, b, true);
     auto* fh = new FileHandle(std::move(fd), entry.node, false);
+    track(d, fh);
     fi->fh = reinterpret_cast<uint64_t>(fh);
     auto p = entry_param(req, entry);
     set_open_flags(fi, b.backing_id);
@@ -367,6 +387,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     if (sent == -ENOENT) {
       d.overlay->forget(entry.node.get(), 1);
       d.open_files->unbind(entry.node.get());
+      untrack(d, fh);
       delete fh;
     }
   });
@@ -413,6 +434,7 @@ void op_release(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
   FileHandle* fh = file_of(fi);
   while (fh->in_use.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   daemon_of(req).open_files->unbind(fh->node.get());
+  untrack(daemon_of(req), fh);
   delete fh;
   fuse_reply_err(req, 0);
 }
@@ -451,6 +473,7 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   guarded(req, "opendir", [&] {
     NodePtr node = node_of(req, ino);
     auto* dh = new DirHandle;
+    track(daemon_of(req), dh);
     dh->self_ino = node->ino;
     NodePtr parent;
     {
@@ -463,7 +486,10 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     // the kernel drops its cached listing when it changes one.
     fi->cache_readdir = 1;
     fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) == -ENOENT) delete dh;
+    if (fuse_reply_open(req, fi) == -ENOENT) {
+      untrack(daemon_of(req), dh);
+      delete dh;
+    }
   });
 }
 
@@ -531,6 +557,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
+  untrack(daemon_of(req), dir_of(fi));
   delete dir_of(fi);
   fuse_reply_err(req, 0);
 }
@@ -627,6 +654,14 @@ const struct fuse_lowlevel_ops kOps = [] {
 }();
 
 }  // namespace
+
+void free_open_handles(Daemon& d) {
+  std::lock_guard lock(d.handles_mu);
+  for (void* h : d.open_file_handles) delete static_cast<FileHandle*>(h);
+  for (void* h : d.open_dir_handles) delete static_cast<DirHandle*>(h);
+  d.open_file_handles.clear();
+  d.open_dir_handles.clear();
+}
 
 fuse_ino_t nodeid_of(const Daemon& daemon, const Node* node) {
   return node == daemon.overlay->root().get() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(node);

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "open_files.h"
 #include "passthrough.h"
@@ -27,7 +28,14 @@ struct Daemon {
   // virtual xattr user.strata.layers on the root, read by another strata-fs that would stack
   // on this mount, to refuse a mountpoint inside them.
   std::string layer_paths;
+  // Open files and directories not released yet (a mount can end with files still open: the
+  // kernel sends no RELEASE then); freed at exit. Guarded by handles_mu.
+  std::mutex handles_mu;
+  std::unordered_set<void*> open_file_handles, open_dir_handles;
 };
+
+// Free what open_handles still holds (after the session loop ended).
+void free_open_handles(Daemon& daemon);
 
 // The live summary (SIGUSR1, and the virtual xattr user.strata.stats on the mount's root).
 std::string summary_text(Daemon& daemon);

@@ -362,6 +362,7 @@ int main(int argc, char** argv) {
   }
   daemon.fd_budget = nullptr;
   fd_budget.reset();
+  fs::free_open_handles(daemon);
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
