@@ -269,7 +269,8 @@ def op_open_before_copyup(root, rel, data, how="write"):
     serves data by FUSE passthrough, a read-only fd opened while the file was still in a lower
     layer keeps reading that lower file after the copy-up. It is accepted only when the daemon
     says passthrough is on, its copy-up counter shows that this very operation copied the file
-    up, and the old fd shows exactly its frozen pre-copy-up content and size. The result is then
+    up, and the old fd shows exactly its frozen pre-copy-up content (and size, when a write open
+    made the copy-up; after chmod/truncate/rename its size may already be the copy's). The result is then
     reported as the kernel's (new data, the new size) with a note; anything else stays a
     difference."""
     stats0 = ov.daemon_stats(root)
@@ -300,7 +301,10 @@ def op_open_before_copyup(root, rel, data, how="write"):
         if seen != now and snapshot is not None and seen == snapshot:
             stats1 = ov.daemon_stats(root) or {}
             copied_up = stats1.get("copyups", 0) > stats0.get("copyups", 0)
-            if copied_up and size == len(snapshot):
+            # A copy-up made by chmod/truncate/rename (not by a write open) cannot split the
+            # inode the old fd holds: its fstat then already shows the copy's size. Documented
+            # with the rest of this deviation (README, "Deliberate differences").
+            if copied_up and (size == len(snapshot) or how != "write"):
                 seen, size = now, os.lstat(_p(root, path)).st_size
                 tolerated(f"open_before_copyup('{ov.esc(rel)}', {how}): the read-only fd opened before "
                           f"the copy-up kept the lower file (FUSE passthrough, documented in issue 9)")
