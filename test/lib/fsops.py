@@ -305,9 +305,11 @@ def op_open_before_copyup(root, rel, data, how="write"):
             # inode the old fd holds: its fstat then already shows the copy's size. Documented
             # with the rest of this deviation (README, "Deliberate differences").
             if copied_up and (size == len(snapshot) or how != "write"):
+                copy_size = "" if size == len(snapshot) else ", with fstat already showing the copy's size"
                 seen, size = now, os.lstat(_p(root, path)).st_size
                 tolerated(f"open_before_copyup('{ov.esc(rel)}', {how}): the read-only fd opened before "
-                          f"the copy-up kept the lower file (FUSE passthrough, documented in issue 9)")
+                          f"the copy-up kept the lower file{copy_size} (FUSE passthrough, documented in "
+                          f"issue 9 and the README)")
             else:
                 # Not the tolerated case: say what is off, the diff alone would not.
                 return (f"old fd sees OLD data, fstat size={size} (its pre-copy-up data has size "
