@@ -34,6 +34,9 @@ Status Overlay::mark_dir_for_move(const NodePtr& dir, const NodePtr& new_parent,
     lower_path = dir->lower_path;
   }
   if (has_lower) {
+    // The kernel refuses redirects longer than its redirect_max (256): the same EXDEV here keeps
+    // every upper we write readable by it (tools then fall back to copying).
+    if (lower_path.size() + 1 > 256) return fail(EXDEV);
     STRATA_TRY(set_redirect(*stack_, fd, "/" + lower_path));
     if (tracer_ && tracer_->on(kTraceRename))
       tracer_->emit(kTraceRename,
@@ -71,7 +74,10 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
   const bool src_dir = S_ISDIR(src->st.st_mode);
   const bool dst_dir = dst->found && S_ISDIR(dst->st.st_mode);
   if (dst->found && !exchange) {
-    if (src->st.st_dev == dst->st.st_dev && src->st.st_ino == dst->st.st_ino) return {};  // same object
+    // The same file under two names: rename(2) does nothing. Two names of one *lower* file are
+    // not that: copying one up breaks the link (index=off), as the kernel overlay treats them.
+    if (src->layer == 0 && dst->layer == 0 && src->st.st_dev == dst->st.st_dev && src->st.st_ino == dst->st.st_ino)
+      return {};
     if (src_dir && !dst_dir) return fail(ENOTDIR);
     if (!src_dir && dst_dir) return fail(EISDIR);
     if (dst_dir) STRATA_TRY(require_empty_dir(*dst));
@@ -146,7 +152,9 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
         note_whiteout(p1, n1, "char device 0/0, left by the rename");
       }
       if (over_aufs) ::unlinkat(u2, (std::string(kAufsWhiteoutPrefix) + n2).c_str(), 0);
-      if (replaced && replaced != S) {
+      // A replaced name that was one of several links of an upper file leaves that file (and
+      // its node, shared by all its names) alive.
+      if (replaced && replaced != S && (dst_dir || dst->layer != 0 || dst->st.st_nlink <= 1)) {
         {
           std::lock_guard lock(replaced->mu);
           replaced->unlinked = true;
