@@ -73,17 +73,7 @@ std::string find_strata_fs() {
     die(fmt::format("STRATA_FS={}: {}", env, errno_text(errno)));
   }
   const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t colon = dirs.find(':', start);
-    if (colon == std::string::npos) colon = dirs.size();
-    std::string dir = dirs.substr(start, colon - start);
-    start = colon + 1;
-    if (dir.empty() || dir[0] != '/') continue;
-    std::string candidate = dir + "/strata-fs";
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
+  if (auto found = find_in_dirs(path ? path : "/usr/local/bin:/usr/bin:/bin", "strata-fs")) return *found;
   die("strata-fs: not found beside strata-run nor in PATH (set STRATA_FS=/path/to/strata-fs)");
 }
 

@@ -43,18 +43,7 @@ std::optional<IdRange> find_range(const char* file, const std::string& name, uns
 
 std::string find_helper(const char* name) {
   const char* path = std::getenv("PATH");
-  std::string dirs = std::string(path ? path : "") + ":/usr/bin:/usr/sbin:/bin:/sbin";
-  size_t start = 0;
-  while (start <= dirs.size()) {
-    size_t colon = dirs.find(':', start);
-    if (colon == std::string::npos) colon = dirs.size();
-    std::string dir = dirs.substr(start, colon - start);
-    start = colon + 1;
-    if (dir.empty() || dir[0] != '/') continue;
-    std::string candidate = dir + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return {};
+  return find_in_dirs(std::string(path ? path : "") + ":/usr/bin:/usr/sbin:/bin:/sbin", name).value_or("");
 }
 
 std::string run_helper(const std::string& helper, const std::vector<std::string>& args) {

@@ -161,4 +161,18 @@ std::string absolute_path(const std::string& path) {
   return out.empty() ? "/" : out;
 }
 
+std::optional<std::string> find_in_dirs(const std::string& dirs, std::string_view name) {
+  size_t start = 0;
+  while (start <= dirs.size()) {
+    size_t colon = dirs.find(':', start);
+    if (colon == std::string::npos) colon = dirs.size();
+    std::string dir = dirs.substr(start, colon - start);
+    start = colon + 1;
+    if (dir.empty() || dir[0] != '/') continue;
+    std::string candidate = dir + "/" + std::string(name);
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
 }  // namespace strata::run

@@ -34,6 +34,10 @@ std::string errno_text(int err);
 bool write_file(const std::string& path, std::string_view data);  // false with errno set
 std::optional<std::string> read_file(const std::string& path);
 
+// The first executable `name` in a ':'-separated list of absolute directories (relative entries
+// are skipped: a launcher must not run whatever the current directory holds).
+std::optional<std::string> find_in_dirs(const std::string& dirs, std::string_view name);
+
 // mkdir -p; false with errno set on the first failure (an existing directory is fine).
 bool make_dirs(const std::string& path, mode_t mode);
 
