@@ -15,8 +15,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-run-signals.XXXXXX")
 trap cleanup_test EXIT
 mkdir -p "$WORK/tmp"
 # `exec`: a background `run ... &` is then strata-run itself, so $! is the pid to signal; and the
-# signals bash ignores in background jobs (INT, QUIT) are back at their defaults.
-run() { exec env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "$@"; }
+# signals bash ignores in background jobs (INT, QUIT) are back at their defaults. The EXIT trap
+# goes first: a background subshell that a signal ends before its exec would run it (and remove
+# $WORK under the tests that follow).
+run() { trap - EXIT; exec env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "$@"; }
 
 # Start a container in the background and wait until it says "ready" on stdout.
 start() {
@@ -57,8 +59,13 @@ timeout -s TERM 1 env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-
 expect 'timeout 1 strata-run sleep 30: exit 124' 124 "$?"
 
 # A signal during setup: the container is stopped before the command runs (or right after).
+# Sent once strata-run itself runs (before, it would only end the subshell on its way to exec).
 run sleep 30 &
 pid=$!
+for ((i = 0; i < 200; i++)); do
+  [[ $(readlink "/proc/$pid/exe") == */strata-run ]] && break
+  sleep 0.005
+done
 kill -TERM "$pid"
 wait "$pid"
 expect 'SIGTERM during setup: exit 143' 143 "$?"
