@@ -31,6 +31,8 @@ constexpr const char* kUsage =
     "  --cwd DIR              working directory inside (default: /)\n"
     "  --bind SRC:DST[:ro]    bind-mount host SRC on DST inside (repeatable)\n"
     "  --net host|none        share the host network (default) or only a loopback\n"
+    "  --init                 run a tiny init as pid 1 that reaps orphaned processes and\n"
+    "                         forwards signals; the command is then pid 2\n"
     "  --trace CATEGORIES     trace strata-fs (all, or copyup+whiteout+...); the trace file\n"
     "                         is named on stderr\n"
     "  --trace-file PATH      where the trace goes\n"
@@ -133,6 +135,8 @@ RunConfig parse_command_line(int argc, char** argv) {
       if (v == "host") cfg.net = NetMode::Host;
       else if (v == "none") cfg.net = NetMode::None;
       else dief("--net '{}': must be host or none", v);
+    } else if (arg == "--init") {
+      cfg.init = true;
     } else if (value_of(arg, "--trace", v)) {
       if (v.empty()) die("--trace: needs categories (all, or copyup+whiteout+...)");
       cfg.trace = v;

@@ -26,6 +26,7 @@ struct RunConfig {
   NetMode net = NetMode::Host;
   std::string trace;                // strata-fs trace categories; empty: off
   std::string trace_file;           // empty: chosen by the launcher and printed
+  bool init = false;                // pid 1 is strata-run's own init, the command pid 2 (init.h)
   std::vector<std::string> command;
 };
 

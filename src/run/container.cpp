@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "init.h"
 #include "strata/unique_fd.h"
 #include "util.h"
 
@@ -206,6 +207,23 @@ std::string find_command(const std::string& cmd, const std::vector<std::string>&
   die(fmt::format("{}: not found in the container (PATH={})", cmd, path), kExitNotFound);
 }
 
+[[noreturn]] void exec_command(const std::string& program, const std::vector<std::string>& command,
+                               const std::vector<std::string>& env, const sigset_t& original_mask) {
+  std::vector<char*> argv, envp;
+  for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
+  ::execve(program.c_str(), argv.data(), envp.data());
+  int err = errno;
+  if (err == ENOENT)  // the file is there (find_command saw it): its interpreter or loader is not
+    die(fmt::format("{}: cannot execute: {} (a missing interpreter or dynamic loader?)", program, errno_text(err)),
+        kExitNotFound);
+  die(fmt::format("{}: cannot execute: {}", program, errno_text(err)), kExitCannotRun);
+}
+
 }  // namespace
 
 void run_container(const RunConfig& cfg, const std::vector<Step>& steps, const std::string& new_root,
@@ -234,19 +252,14 @@ void run_container(const RunConfig& cfg, const std::vector<Step>& steps, const s
 
   std::vector<std::string> env = container_environment(cfg);
   std::string program = find_command(cfg.command[0], env);
-  std::vector<char*> argv, envp;
-  for (const auto& a : cfg.command) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-
-  ::sigprocmask(SIG_SETMASK, &original_mask, nullptr);
-  ::execve(program.c_str(), argv.data(), envp.data());
-  int err = errno;
-  if (err == ENOENT)  // the file is there (find_command saw it): its interpreter or loader is not
-    die(fmt::format("{}: cannot execute: {} (a missing interpreter or dynamic loader?)", program, errno_text(err)),
-        kExitNotFound);
-  die(fmt::format("{}: cannot execute: {}", program, errno_text(err)), kExitCannotRun);
+  if (cfg.init) {
+    prepare_init();
+    pid_t command = ::fork();
+    if (command < 0) die(fmt::format("--init: fork: {}", errno_text(errno)));
+    if (command == 0) exec_command(program, cfg.command, env, original_mask);
+    run_init(command);
+  }
+  exec_command(program, cfg.command, env, original_mask);
 }
 
 }  // namespace strata::run

@@ -3,6 +3,7 @@
 // mounted at `new_root`, then becomes the command with execve(): the command is pid 1, as under
 // `docker run` without --init (`echo $$` prints 1). Signals reach it through the supervisor
 // (supervisor.cpp), which stands in for the kernel's default actions that pid 1 is exempt from.
+// With --init it forks the command as pid 2 and stays as its init (init.h).
 #pragma once
 #include <signal.h>
 

@@ -28,11 +28,8 @@ namespace strata::run {
 
 namespace {
 
-// Signals whose default action ends a process: what the supervisor forwards.
-constexpr int kTerminating[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
-
 bool is_terminating(int sig) {
-  for (int s : kTerminating)
+  for (int s : kForwardedSignals)
     if (s == sig) return true;
   return false;
 }
@@ -51,12 +48,6 @@ pid_t clone_with(unsigned long flags) {
 
 // Rootless, the holder needs the user namespace to mount at all; as root it needs none.
 bool holder_has_userns(const IdMapPlan& ids) { return ids.kind != IdMapPlan::Kind::Identity; }
-
-int exit_code_of(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return kExitLauncher;
-}
 
 // Waits (up to timeout_ms) until we have no child left: helpers that the daemon started.
 void reap_all_children(long timeout_ms) {
@@ -199,6 +190,7 @@ std::pair<UniqueFd, UniqueFd> make_pipe() {
 struct Forwarder {
   pid_t holder = 0;
   pid_t container = 0;  // 0 until the holder reports it
+  bool init = false;    // pid 1 is our --init, which passes every forwarded signal on itself
   UniqueFd pidfd;
   int aborted_by = 0;   // a signal that came before the container existed
   int emulated = 0;     // a signal we turned into SIGKILL for pid 1
@@ -227,6 +219,9 @@ struct Forwarder {
   // for. To make `kill`, ^C and `timeout` behave as for any process, a terminating signal that
   // pid 1 leaves at its default action is carried out with SIGKILL, and the exit status still
   // says 128+N for the original signal.
+  //
+  // With --init, pid 1 reads the forwarded signals from a signalfd (blocked, so not "caught" in
+  // /proc/PID/status) and passes them on to the command: it counts as catching them all.
   void forward(int sig, bool from_terminal) {
     if (sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) return;  // no job control across the boundary
     if (container == 0) {
@@ -236,7 +231,7 @@ struct Forwarder {
       }
       return;
     }
-    switch (disposition(sig)) {
+    switch (init ? 1 : disposition(sig)) {
       case 1:
         // The terminal signals its whole foreground process group: the command has it already.
         if (!from_terminal) send(sig);
@@ -300,6 +295,7 @@ int supervise(const RunConfig& cfg, const Layout& layout) {
 
   Forwarder fwd;
   fwd.holder = holder;
+  fwd.init = cfg.init;
   std::string report;
   int holder_status = 0;
   for (bool running = true; running;) {

@@ -9,7 +9,8 @@
 //        |- strata-fs     the daemon, in the holder's mount namespace (not the container's)
 //        `- container     new mount, pid, uts, ipc (net) namespaces (as root: and the new user
 //                         namespace, identity-mapped): pid 1; runs the plan, pivots onto the
-//                         overlay, execs the command (container.cpp)
+//                         overlay, execs the command (container.cpp); with --init it
+//                         stays as an init and forks the command as pid 2 (init.h)
 //
 // Death of a parent is passed down with PR_SET_PDEATHSIG (holder: SIGTERM, cleans up; daemon:
 // SIGTERM, unmounts; container: SIGKILL), so a SIGKILLed strata-run leaves no mount and no daemon.

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +28,12 @@ void die(std::string_view message, int status) {
 }
 
 std::string errno_text(int err) { return sys::errno_text(err); }
+
+int exit_code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return kExitLauncher;
+}
 
 bool write_file(const std::string& path, std::string_view data) {
   auto fd = sys::openat(AT_FDCWD, path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -2,6 +2,7 @@
 // tree removal that never leaves its filesystem. Everything here is for a short-lived launcher:
 // errors that a person must fix end the process with die(); nothing is retried or recovered.
 #pragma once
+#include <signal.h>
 #include <sys/types.h>
 
 #include <fmt/format.h>
@@ -29,6 +30,13 @@ template <class... Args>
 }
 
 std::string errno_text(int err);
+
+// The signals whose default action ends a process: strata-run passes them on to the command (and
+// SIGWINCH too, when the command catches it; job control stops never cross the boundary).
+inline constexpr int kForwardedSignals[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
+
+// A wait status as a shell reports it: the exit code, or 128+N when killed by signal N.
+int exit_code_of(int status);
 
 // Whole-file helpers for /proc files and small config files.
 bool write_file(const std::string& path, std::string_view data);  // false with errno set

@@ -8,6 +8,58 @@ strata_run() { env TMPDIR="$WORK/tmp" "${RUNAS[@]}" "$STRATA_BUILD/strata-run" "
 # (to signal it), with the signals that bash ignores in background jobs back at their defaults.
 strata_run_bg() { exec env --default-signal TMPDIR="$WORK/tmp" "${RUNAS[@]}" "$STRATA_BUILD/strata-run" "$@"; }
 
+# A process orphaned in the container (a double fork: its parent exits at once) exits 0.2 s
+# later; a watcher, a child of the command, follows its pid in /proc and prints "zombie" or
+# "reaped" and how many processes of the container are zombies then. The command itself execs
+# sleep, which never waits for anything, and ends the container 2 s later.
+# shellcheck disable=SC2016  # expanded inside the container
+ZOMBIE_PROBE='orphan=$(sh -c "sleep 0.2 >/dev/null 2>&1 & echo \$!")
+(
+  i=0
+  while [ $i -lt 30 ]; do
+    state=$(sed -n "s/^State:[[:space:]]*\(.\).*/\1/p" /proc/$orphan/status 2>/dev/null)
+    case $state in
+      Z) echo zombie; break ;;
+      "") echo reaped; break ;;
+    esac
+    sleep 0.05; i=$((i + 1))
+  done
+  [ $i -lt 30 ] || echo "still running"
+  echo "zombies: $(grep -l "^State:.*Z" /proc/[0-9]*/status 2>/dev/null | wc -l)"
+) &
+exec sleep 2'
+
+# Without --init the command is pid 1 and an orphan stays a zombie (the check that --init is
+# needed, so that the --init checks below can fail); with it, strata-run's init reaps it.
+init_checks() {
+  local lowers=$1 out
+  out=$(strata_run --lower "$lowers" -- sh -c "$ZOMBIE_PROBE")
+  expect 'without --init, an orphan that exits stays a zombie' "zombie
+zombies: 1" "$out"
+  out=$(strata_run --lower "$lowers" --init -- sh -c "$ZOMBIE_PROBE")
+  expect '--init: the orphan is reaped, no zombie in the container' "reaped
+zombies: 0" "$out"
+  out=$(strata_run --lower "$lowers" --init -- sh -c 'echo $$; cat /proc/1/comm')
+  expect '--init: the command is pid 2, under strata-run as pid 1' "2
+strata-run" "$out"
+  strata_run --lower "$lowers" --init -- sh -c 'exit 7'
+  expect "--init: the command's exit status passes through" 7 "$?"
+  strata_run --lower "$lowers" --init -- sh -c 'kill -USR1 $$'
+  expect '--init: a command killed by signal 10: exit 138' 138 "$?"
+  strata_run --lower "$lowers" --init -- no-such-command 2>/dev/null
+  expect '--init: a command not in the image: exit 127' 127 "$?"
+  local start=$SECONDS
+  out=$(strata_run --lower "$lowers" --init -- sh -c 'sleep 60 & echo started')
+  ((SECONDS - start < 20)) && ok "--init: a leftover process is killed when the command exits ($out)" \
+    || fail "--init: the container lasted $((SECONDS - start)) s, as long as the leftover sleep 60"
+  # The init is the host's strata-run: its binary, environment and command line stay hidden.
+  out=$(strata_run --lower "$lowers" --init -- sh -c \
+    'readlink /proc/1/exe || echo no exe; cat /proc/1/environ >/dev/null 2>&1 || echo no environ; tr -s "\0" " " </proc/1/cmdline')
+  expect '--init: /proc/1 shows neither the host binary, nor its environment, nor its arguments' "no exe
+no environ
+strata-run --init " "$out"
+}
+
 container_checks() {
   local top=$WORK/top lowers rc out
   mkdir -p "$WORK/tmp" "$top/etc" "$top/data"
@@ -21,6 +73,7 @@ container_checks() {
 
   out=$(strata_run --lower "$lowers" -- sh -c 'echo $$')
   expect 'echo $$ prints 1 (the command is pid 1)' 1 "$out"
+  init_checks "$lowers"
   out=$(strata_run --lower "$lowers" --hostname box-one hostname)
   expect 'hostname prints the --hostname' box-one "$out"
   out=$(strata_run --lower "$lowers" id -u)

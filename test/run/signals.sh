@@ -3,6 +3,8 @@
 # namespace, where the kernel would drop a signal without a handler: strata-run carries out the
 # default action itself, and the exit status says 128+N), a handler in the command runs,
 # `timeout` works, and a signal that comes while the container is still being set up stops it.
+# All of it twice: the command as pid 1, and as pid 2 under strata-run's --init, which passes the
+# signals on (the command there is an ordinary process: the kernel's default actions apply).
 # shellcheck source-path=SCRIPTDIR disable=SC2015  # ok and fail return 0: `A && ok || fail` is an if/else
 TEST_NAME=signals
 source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
@@ -18,7 +20,7 @@ mkdir -p "$WORK/tmp"
 # signals bash ignores in background jobs (INT, QUIT) are back at their defaults. The EXIT trap
 # goes first: a background subshell that a signal ends before its exec would run it (and remove
 # $WORK under the tests that follow).
-run() { trap - EXIT; exec env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "$@"; }
+run() { trap - EXIT; exec env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "${MODE[@]}" "$@"; }
 
 # Start a container in the background and wait until it says "ready" on stdout.
 start() {
@@ -33,42 +35,52 @@ start() {
   fail "the container did not get ready: $(cat "$WORK/out")"
 }
 
-start -- sh -c 'echo ready; exec sleep 30'
-kill -TERM "$pid"
-wait "$pid"
-expect 'SIGTERM to strata-run, command without a handler: exit 143 (128+15)' 143 "$?"
+# The same checks with the command as pid 1 (default) and as pid 2 under --init: $MODE says which.
+signal_checks() {
+  local m=${MODE[*]:-pid 1}
+  start -- sh -c 'echo ready; exec sleep 30'
+  kill -TERM "$pid"
+  wait "$pid"
+  expect "$m: "'SIGTERM to strata-run, command without a handler: exit 143 (128+15)' 143 "$?"
 
-start -- sh -c 'echo ready; exec sleep 30'
-kill -INT "$pid"
-wait "$pid"
-expect 'SIGINT: exit 130' 130 "$?"
+  start -- sh -c 'echo ready; exec sleep 30'
+  kill -INT "$pid"
+  wait "$pid"
+  expect "$m: "'SIGINT: exit 130' 130 "$?"
 
-start -- sh -c 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done'
-kill -TERM "$pid"
-wait "$pid"
-expect 'a handler in the command runs: its exit status' 3 "$?"
-expect '... and its output' "ready
+  start -- sh -c 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.05; done'
+  kill -TERM "$pid"
+  wait "$pid"
+  expect "$m: "'a handler in the command runs: its exit status' 3 "$?"
+  expect "$m: "'... and its output' "ready
 got TERM" "$(cat "$WORK/out")"
 
-start -- sh -c 'trap "" HUP; echo ready; sleep 0.5; echo still here'
-kill -HUP "$pid"
-wait "$pid"
-expect 'a signal the command ignores is ignored' 0 "$?"
+  start -- sh -c 'trap "" HUP; echo ready; sleep 0.5; echo still here'
+  kill -HUP "$pid"
+  wait "$pid"
+  expect "$m: "'a signal the command ignores is ignored' 0 "$?"
 
-timeout -s TERM 1 env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" sleep 30
-expect 'timeout 1 strata-run sleep 30: exit 124' 124 "$?"
+  timeout -s TERM 1 env --default-signal TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "${MODE[@]}" sleep 30
+  expect "$m: "'timeout 1 strata-run sleep 30: exit 124' 124 "$?"
 
-# A signal during setup: the container is stopped before the command runs (or right after).
-# Sent once strata-run itself runs (before, it would only end the subshell on its way to exec).
-run sleep 30 &
-pid=$!
-for ((i = 0; i < 200; i++)); do
-  [[ $(readlink "/proc/$pid/exe") == */strata-run ]] && break
-  sleep 0.005
-done
-kill -TERM "$pid"
-wait "$pid"
-expect 'SIGTERM during setup: exit 143' 143 "$?"
+  # A signal during setup: the container is stopped before the command runs (or right after).
+  # Sent once strata-run itself runs (before, it would only end the subshell on its way to exec).
+  run sleep 30 &
+  pid=$!
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [[ $(readlink "/proc/$pid/exe") == */strata-run ]] && break
+    sleep 0.005
+  done
+  kill -TERM "$pid"
+  wait "$pid"
+  expect "$m: "'SIGTERM during setup: exit 143' 143 "$?"
+}
+
+MODE=()
+signal_checks
+MODE=(--init)
+signal_checks
 
 sleep 0.2
 check_nothing_left "$WORK" "$WORK/tmp"
