@@ -67,6 +67,10 @@ Layout preflight(RunConfig& cfg) {
     bind.source = absolute_path(bind.source);
   }
   check_dev_fuse();
+  // Only a terminal of the caller's own, not one named through another mount namespace's devpts:
+  // ttyname() checks that the name it returns is the same device as the fd.
+  if (::isatty(STDIN_FILENO))
+    if (const char* name = ::ttyname(STDIN_FILENO)) layout.console = name;
   layout.ids = plan_id_maps();
   d.in_user_namespace = layout.ids.kind != IdMapPlan::Kind::Identity;
 

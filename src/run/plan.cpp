@@ -15,7 +15,7 @@ constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom",
 
 }  // namespace
 
-std::vector<Step> plan_container(const RunConfig& cfg) {
+std::vector<Step> plan_container(const RunConfig& cfg, const std::string& console) {
   std::vector<Step> steps;
   auto add = [&](StepKind kind, std::string source, std::string target, std::string data = {}) -> Step& {
     steps.push_back(Step{kind, std::move(source), std::move(target), std::move(data)});
@@ -33,6 +33,11 @@ std::vector<Step> plan_container(const RunConfig& cfg) {
   // hold working device nodes, a bind mount of the host's can), a private devpts, shm, links.
   add(StepKind::MountTmpfs, "tmpfs", "/dev", "mode=0755,size=1m");
   for (const char* dev : kDevices) add(StepKind::BindDevice, fmt::format("/dev/{}", dev), fmt::format("/dev/{}", dev));
+  // The caller's terminal belongs to the host's devpts, not to the container's: its /dev/pts/N
+  // name leads nowhere inside, and ttyname(3) (tty, ps, ssh, sudo...) would find no name for the
+  // command's stdin. Bound on /dev/console, as runc does with the terminal it gives a container,
+  // it is found where glibc looks when the name fails: a scan of /dev for the same device.
+  if (!console.empty()) add(StepKind::BindDevice, console, "/dev/console");
   add(StepKind::MountDevpts, "devpts", "/dev/pts", "newinstance,ptmxmode=0666,mode=0620");
   add(StepKind::Symlink, "pts/ptmx", "/dev/ptmx");
   add(StepKind::MountTmpfs, "tmpfs", "/dev/shm", "mode=1777");

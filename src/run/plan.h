@@ -38,7 +38,8 @@ struct Step {
   bool optional = false;  // a failure is a note on stderr, not an error (e.g. /sys rootless)
 };
 
-std::vector<Step> plan_container(const RunConfig& cfg);
+// `console`: the caller's terminal (a host path such as /dev/pts/3), or empty when stdin is none.
+std::vector<Step> plan_container(const RunConfig& cfg, const std::string& console);
 
 // One line per step, for error messages ("mount tmpfs on /dev: ...").
 std::string describe(const Step& step);

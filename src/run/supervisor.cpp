@@ -118,7 +118,7 @@ std::pair<UniqueFd, UniqueFd> make_pipe() {
   if (cfg.net == NetMode::None) flags |= CLONE_NEWNET;
   bool container_userns = !holder_has_userns(layout.ids);
   if (container_userns) flags |= CLONE_NEWUSER;
-  std::vector<Step> steps = plan_container(cfg);
+  std::vector<Step> steps = plan_container(cfg, layout.console);
   auto [maps_read, maps_write] = make_pipe();
   pid_t container = clone_with(flags);
   auto give_up = [&](const std::string& message) {

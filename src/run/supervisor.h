@@ -28,6 +28,7 @@ struct Layout {
   std::string scratch;     // our temporary directory; removed at exit
   DaemonConfig daemon;     // mountpoint is scratch/root; upper/work may be in scratch too
   IdMapPlan ids;
+  std::string console;     // the caller's terminal (stdin's), bound on /dev/console; or empty
 };
 
 // Runs the container; returns the exit status for strata-run.

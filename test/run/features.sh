@@ -17,7 +17,7 @@ run() { env TMPDIR="$WORK/tmp" "$STRATA_BUILD/strata-run" --lower "$ROOTFS" "$@"
 
 expect '/proc shows the container pid namespace only' "/proc/1" "$(run -- sh -c 'echo /proc/[0-9]*')"
 expect '/dev holds the minimal set' "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero" \
-  "$(run ls /dev | tr '\n' ' ' | sed 's/ $//')"
+  "$(run ls /dev </dev/null | tr '\n' ' ' | sed 's/ $//')"
 expect '/dev/null, /dev/zero, /dev/urandom work' "0 16" \
   "$(run -- sh -c 'echo x > /dev/null; head -c 16 /dev/zero | tr -d "\000" | wc -c; head -c 16 /dev/urandom | wc -c' | tr '\n' ' ' | sed 's/ $//')"
 expect '/dev/shm is writable' ok "$(run -- sh -c 'echo x > /dev/shm/f && echo ok')"

@@ -60,6 +60,23 @@ no environ
 strata-run --init " "$out"
 }
 
+# The caller's terminal inside: bound on /dev/console, where ttyname(3) finds it. script(1) gives
+# strata-run a pty as stdin; without one, there is no name to find.
+tty_checks() {
+  local lowers=$1 out cmd
+  out=$(strata_run --lower "$lowers" -- sh -c 'tty; test -e /dev/console && echo console' </dev/null)
+  expect 'stdin not a terminal: tty says so, and there is no /dev/console' "not a tty" "$out"
+  if ! command -v script >/dev/null; then
+    fail "script (util-linux, package bsdutils) is missing: cannot test with a terminal (scripts/setup installs it)"
+    return
+  fi
+  printf -v cmd '%q ' env TMPDIR="$WORK/tmp" "${RUNAS[@]}" "$STRATA_BUILD/strata-run" --lower "$lowers" -- \
+    sh -c 'tty; test /dev/console -ef /proc/self/fd/0 && echo same device'
+  out=$(script -qec "$cmd" /dev/null </dev/null | tr -d '\r')
+  expect 'stdin a terminal: tty names it /dev/console, the same device as stdin' "/dev/console
+same device" "$out"
+}
+
 container_checks() {
   local top=$WORK/top lowers rc out
   mkdir -p "$WORK/tmp" "$top/etc" "$top/data"
@@ -74,6 +91,7 @@ container_checks() {
   out=$(strata_run --lower "$lowers" -- sh -c 'echo $$')
   expect 'echo $$ prints 1 (the command is pid 1)' 1 "$out"
   init_checks "$lowers"
+  tty_checks "$lowers"
   out=$(strata_run --lower "$lowers" --hostname box-one hostname)
   expect 'hostname prints the --hostname' box-one "$out"
   out=$(strata_run --lower "$lowers" id -u)
