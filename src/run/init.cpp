@@ -80,7 +80,10 @@ void run_init(pid_t command) {
     ssize_t r = sigfd ? ::read(sigfd.get(), &si, sizeof si) : -1;
     if (r < 0 && errno == EINTR) continue;
     if (r != sizeof si) {  // cannot happen with a valid signalfd; wait for the command instead
-      done = ::waitpid(command, &status, 0) == command;
+      pid_t w = ::waitpid(command, &status, 0);
+      if (w < 0 && errno == EINTR) continue;
+      if (w != command) status = W_EXITCODE(kExitLauncher, 0);  // never loop on ECHILD
+      done = true;
       continue;
     }
     if (si.ssi_signo == SIGCHLD) {
