@@ -11,12 +11,14 @@ strata_run_bg() { exec env --default-signal TMPDIR="$WORK/tmp" "${RUNAS[@]}" "$S
 # A process orphaned in the container (a double fork: its parent exits at once) exits 0.2 s
 # later; a watcher, a child of the command, follows its pid in /proc and prints "zombie" or
 # "reaped" and how many processes of the container are zombies then. The command itself execs
-# sleep, which never waits for anything, and ends the container 2 s later.
+# cat, which never waits for anything, and copies the watcher's lines from a fifo: the container
+# ends as soon as the watcher has said its piece.
 # shellcheck disable=SC2016  # expanded inside the container
 ZOMBIE_PROBE='orphan=$(sh -c "sleep 0.2 >/dev/null 2>&1 & echo \$!")
+mkfifo /tmp/probe
 (
   i=0
-  while [ $i -lt 30 ]; do
+  while [ $i -lt 100 ]; do
     state=$(sed -n "s/^State:[[:space:]]*\(.\).*/\1/p" /proc/$orphan/status 2>/dev/null)
     case $state in
       Z) echo zombie; break ;;
@@ -24,10 +26,10 @@ ZOMBIE_PROBE='orphan=$(sh -c "sleep 0.2 >/dev/null 2>&1 & echo \$!")
     esac
     sleep 0.05; i=$((i + 1))
   done
-  [ $i -lt 30 ] || echo "still running"
+  [ $i -lt 100 ] || echo "still running"
   echo "zombies: $(grep -l "^State:.*Z" /proc/[0-9]*/status 2>/dev/null | wc -l)"
-) &
-exec sleep 2'
+) >/tmp/probe &
+exec cat /tmp/probe'
 
 # Without --init the command is pid 1 and an orphan stays a zombie (the check that --init is
 # needed, so that the --init checks below can fail); with it, strata-run's init reaps it.
