@@ -43,6 +43,27 @@ void set_copy_fault_hook(CopyFaultHook hook);
 // The xattr (in the mount's namespace) that records the st_ino a copied-up object had.
 std::string ino_xattr_name(const LayerStack& stack);
 
+// A copy built under a staging name in the workdir, not yet visible in the upper. Removed when
+// dropped unless placed. Split from placing it so that the caller can hold the lock that makes
+// the switch from lower to upper object atomic for its lookups (the data copy runs unlocked).
+class StagedCopy {
+ public:
+  StagedCopy(const LayerStack& stack, std::string name) : stack_(&stack), name_(std::move(name)) {}
+  StagedCopy(StagedCopy&& other) noexcept;
+  StagedCopy& operator=(StagedCopy&&) = delete;
+  ~StagedCopy();
+  // Move it to (dirfd, name) of the upper; never replaces an existing name (EEXIST).
+  Status place(int dirfd, const std::string& name);
+  CopyUpReport report;
+
+ private:
+  const LayerStack* stack_;
+  std::string name_;  // empty once placed or moved from
+};
+
+Result<StagedCopy> stage_copy_up(const LayerStack& stack, const CopyUpRequest& req);
+
+// stage_copy_up + place at (req.dst_dirfd, req.dst_name).
 Result<CopyUpReport> copy_up_object(const LayerStack& stack, const CopyUpRequest& req);
 
 // Copy the data of `src` into `dst` (both regular files, dst empty). Exposed for unit tests.

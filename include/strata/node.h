@@ -7,9 +7,10 @@
 // saves a syscall per lookup. A non-directory whose last known name is removed while the kernel
 // still holds it gets an O_PATH fd ("detached") first.
 //
-// Lock order: Node::copy_up_mu of an ancestor before that of a descendant; Node::mu is a leaf
-// (never held while taking another lock or doing I/O beyond an fd copy); InodeTable's mutex is a
-// leaf too.
+// Lock order: Node::copy_up_mu of an ancestor before that of a descendant; then Node::names_mu
+// (one directory's, or two taken together in address order by a rename; never a copy-up while
+// one is held); Node::mu is a leaf (never held while taking another lock or doing I/O beyond an
+// fd copy); InodeTable's mutex is a leaf too.
 #pragma once
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -78,6 +80,14 @@ struct Node : std::enable_shared_from_this<Node> {
   std::atomic<uint64_t> ino;
   std::atomic<uint64_t> nlookup{0};
   std::mutex copy_up_mu;  // serialises copy-up (and directory-content moves) of this node
+  // Directories: what the names in this directory refer to. A lookup holds it shared from its
+  // stat of the layers to filing the node under that name; whatever changes the object behind a
+  // name (create, unlink, rename, the rename that places a copy-up) holds it exclusively. The
+  // kernel does not serialise these for us (dentry revalidation and copy-ups triggered by open or
+  // setxattr run outside its directory locks), and without it a lookup could file a node under a
+  // name that meanwhile holds another object: a later GETATTR then answers with the wrong type
+  // and the kernel marks the inode bad (EIO).
+  mutable std::shared_mutex names_mu;
 
   mutable std::mutex mu;  // guards everything below
   NodePtr parent;         // null for the root

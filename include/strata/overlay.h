@@ -7,6 +7,8 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -130,11 +132,20 @@ class Overlay {
     int dirfd = -1;
     std::string name;
     int layer = -1;
+    // The parent's names_mu, shared, while (dirfd, name) is used: no rename, unlink or create
+    // can put another object under the name meanwhile (the kernel does not lock the parent for
+    // getattr, setattr, open or xattr requests).
+    std::shared_lock<std::shared_mutex> names;
   };
-  Result<Location> locate(const NodePtr& node) const;
+  // `hold_name`: take the parent's names lock (see Location). Callers that will take a names
+  // lock themselves while the Location lives pass false; they must know the name is stable
+  // (a lower object under its copy_up_mu, or an inode the kernel has locked).
+  Result<Location> locate(const NodePtr& node, bool hold_name = true) const;
   DirView view_of(const Node& dir) const;
   int upper_fd_of(const Node& dir) const;  // -1 if not in the upper
   Result<Entry> intern(const NodePtr& parent, std::string_view name, Resolution&& res);
+  // lookup with parent->names_mu already held (shared or exclusive) by the caller.
+  Result<Entry> lookup_locked(const NodePtr& parent, std::string_view name, int first_lower = 0);
   NodePtr node_of(const NodePtr& parent, std::string_view name, const Resolution& res) const;
   Status mark_dir_for_move(const NodePtr& dir, const NodePtr& new_parent, std::string_view new_name);
   Status ensure_writable() const;

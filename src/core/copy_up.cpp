@@ -131,7 +131,29 @@ Result<CopyUpReport> copy_file_data(int src, int dst, uint64_t size) {
   return report;
 }
 
+StagedCopy::StagedCopy(StagedCopy&& other) noexcept
+    : report(other.report), stack_(other.stack_), name_(std::move(other.name_)) {
+  other.name_.clear();
+}
+
+StagedCopy::~StagedCopy() {
+  if (!name_.empty()) remove_tree(stack_->work_fd(), name_.c_str());
+}
+
+Status StagedCopy::place(int dirfd, const std::string& name) {
+  STRATA_TRY(sys::renameat2(stack_->work_fd(), name_.c_str(), dirfd, name.c_str(), RENAME_NOREPLACE));
+  name_.clear();
+  return {};
+}
+
 Result<CopyUpReport> copy_up_object(const LayerStack& stack, const CopyUpRequest& req) {
+  auto staged = stage_copy_up(stack, req);
+  if (!staged) return fail(staged.error());
+  STRATA_TRY(staged->place(req.dst_dirfd, req.dst_name));
+  return staged->report;
+}
+
+Result<StagedCopy> stage_copy_up(const LayerStack& stack, const CopyUpRequest& req) {
   auto start = std::chrono::steady_clock::now();
   const struct stat& st = req.src_st;
   const int work = stack.work_fd();
@@ -139,7 +161,7 @@ Result<CopyUpReport> copy_up_object(const LayerStack& stack, const CopyUpRequest
   const char* src_name = req.src_name.c_str();
   CopyUpReport report;
 
-  auto cleanup_on_error = [&](int err) -> Result<CopyUpReport> {
+  auto cleanup_on_error = [&](int err) -> Result<StagedCopy> {
     remove_tree(work, tmp.c_str());
     return fail(err);
   };
@@ -208,12 +230,12 @@ Result<CopyUpReport> copy_up_object(const LayerStack& stack, const CopyUpRequest
   if (auto r = sys::utimens_empty(ofd, times); !r) return cleanup_on_error(r.error());
   if (data_fd && !stack.volatile_mode() && ::fsync(data_fd.get()) < 0) return cleanup_on_error(errno);
 
-  // 3. Into place, atomically.
-  if (auto r = sys::renameat2(work, tmp.c_str(), req.dst_dirfd, req.dst_name.c_str(), RENAME_NOREPLACE); !r)
-    return cleanup_on_error(r.error());
+  // 3. Complete, still invisible: the caller places it (one atomic rename).
   report.nanoseconds = std::chrono::duration_cast<std::chrono::nanoseconds>(
                            std::chrono::steady_clock::now() - start).count();
-  return report;
+  StagedCopy staged(stack, tmp);
+  staged.report = report;
+  return staged;
 }
 
 }  // namespace strata

@@ -89,32 +89,40 @@ int Overlay::upper_fd_of(const Node& dir) const {
   return !dir.dirs.empty() && dir.dirs.front().layer == 0 ? dir.dirs.front().fd.get() : -1;
 }
 
-Result<Overlay::Location> Overlay::locate(const NodePtr& node) const {
-  Location loc;
-  {
-    std::lock_guard lock(node->mu);
-    if (node->is_dir()) {
-      if (node->dirs.empty()) return fail(ESTALE);
-      loc.dirfd = node->dirs.front().fd.get();
-      loc.layer = node->dirs.front().layer;
-      return loc;
+Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) const {
+  for (;;) {
+    Location loc;
+    {
+      std::lock_guard lock(node->mu);
+      if (node->is_dir()) {
+        if (node->dirs.empty()) return fail(ESTALE);
+        loc.dirfd = node->dirs.front().fd.get();
+        loc.layer = node->dirs.front().layer;
+        return loc;
+      }
+      loc.layer = node->layer;
+      if (node->detached) {
+        loc.dirfd = node->detached.get();
+        return loc;
+      }
+      loc.keep = node->parent;
+      loc.name = node->name;
     }
-    loc.layer = node->layer;
-    if (node->detached) {
-      loc.dirfd = node->detached.get();
-      return loc;
+    if (!loc.keep) return fail(ESTALE);
+    if (hold_name) {
+      loc.names = std::shared_lock(loc.keep->names_mu);
+      std::lock_guard lock(node->mu);
+      // Renamed, removed or copied up while we waited for the lock: look again.
+      if (node->detached || node->parent != loc.keep || node->name != loc.name || node->layer != loc.layer) continue;
     }
-    loc.keep = node->parent;
-    loc.name = node->name;
+    std::lock_guard lock(loc.keep->mu);
+    for (const auto& d : loc.keep->dirs)
+      if (d.layer == loc.layer) {
+        loc.dirfd = d.fd.get();
+        return loc;
+      }
+    return fail(ESTALE);
   }
-  if (!loc.keep) return fail(ESTALE);
-  std::lock_guard lock(loc.keep->mu);
-  for (const auto& d : loc.keep->dirs)
-    if (d.layer == loc.layer) {
-      loc.dirfd = d.fd.get();
-      return loc;
-    }
-  return fail(ESTALE);
 }
 
 Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Resolution&& res) {
@@ -167,6 +175,11 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
 }
 
 Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name, int first_lower) {
+  std::shared_lock names(parent->names_mu);
+  return lookup_locked(parent, name, first_lower);
+}
+
+Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view name, int first_lower) {
   DirView view = view_of(*parent);
   const bool tracing = tracer_ && tracer_->on(kTraceLookup);
   auto res = resolve_child(*stack_, view, name, tracing, tracing ? 0 : first_lower);
@@ -240,7 +253,16 @@ bool Overlay::in_upper(const Node& node) const {
 
 void Overlay::retire_node(const NodePtr& node) {
   // Out of the table: the next lookup of the name makes a new node. The kernel's references to
-  // this one (and its open files) stay valid until it forgets them.
+  // this one (and its open files) stay valid until it forgets them. Renames and unlinks update
+  // only the node in the table, so a retired one is pinned to its object by an fd of its own.
+  if (!node->is_dir()) {
+    if (auto loc = locate(node); loc && !loc->name.empty()) {
+      if (auto fd = sys::openat(loc->dirfd, loc->name.c_str(), O_PATH | O_NOFOLLOW); fd) {
+        std::lock_guard lock(node->mu);
+        if (!node->detached) node->detached = std::move(*fd);
+      }
+    }
+  }
   table_.unhash(node.get());
 }
 
@@ -255,7 +277,7 @@ Status Overlay::copy_up_and_split(const NodePtr& node, bool with_data) {
     auto fd = loc->name.empty() ? sys::reopen(loc->dirfd, O_PATH)
                                 : sys::openat(loc->dirfd, loc->name.c_str(), O_PATH | O_NOFOLLOW);
     if (fd) pinned = std::move(*fd);
-  }
+  }  // (the names lock is released here: copy_up takes it)
   STRATA_TRY(copy_up(node, with_data));
   retire_node(node);
   if (pinned) {
@@ -289,7 +311,9 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
     std::lock_guard lock(node->mu);
     if (node->detached) return fail(ESTALE);  // removed from the tree: nothing to copy it to
   }
-  auto src = locate(node);
+  // No names lock: a lower object's name can't change before its copy-up (rename and link copy
+  // up first, under copy_up_mu), and the placement below takes the parent's names lock.
+  auto src = locate(node, false);
   if (!src) return fail(src.error());
   int upper_parent = upper_fd_of(*parent);
   if (upper_parent < 0) return fail(EIO);
@@ -313,49 +337,59 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   req.presented_ino = breaks_link ? 0 : node->ino.load();
   // The rename into the parent changes the parent's times; the merged view did not change, so
   // put them back afterwards (the kernel overlay does the same).
-  auto parent_before = sys::fstat(upper_parent);
-  auto report = copy_up_object(*stack_, req);
-  if (report && parent_before) {
-    struct timespec times[2] = {parent_before->st_atim, parent_before->st_mtim};
-    ::futimens(upper_parent, times);
-  }
-  if (!report) {
+  auto staged = stage_copy_up(*stack_, req);
+  auto report_failure = [&](int err) -> Status {
     if (tracer_ && tracer_->on(kTraceError))
-      tracer_->emit(kTraceError, fmt::format("copy-up of {} failed: {}", path_of(*node), sys::errno_text(report.error())),
+      tracer_->emit(kTraceError, fmt::format("copy-up of {} failed: {}", path_of(*node), sys::errno_text(err)),
                     {field("op", std::string("copyup")), field("path", path_of(*node)),
-                     field("errno", uint64_t(report.error()))});
-    return fail(report.error());
+                     field("errno", uint64_t(err))});
+    return fail(err);
+  };
+  if (!staged) return report_failure(staged.error());
+  const CopyUpReport report = staged->report;
+  {
+    // Placing the copy and switching the node to it is one step for lookups in the parent.
+    std::unique_lock names(parent->names_mu);
+    {
+      std::lock_guard lock(node->mu);
+      // Removed meanwhile (its name is a whiteout or another object now): nothing to place.
+      if (node->detached || node->unlinked) return fail(ESTALE);
+    }
+    auto parent_before = sys::fstat(upper_parent);
+    if (auto r = staged->place(upper_parent, name); !r) return report_failure(r.error());
+    if (parent_before) {
+      struct timespec times[2] = {parent_before->st_atim, parent_before->st_mtim};
+      ::futimens(upper_parent, times);
+    }
+    auto upper_st = sys::fstatat(upper_parent, name.c_str());
+    if (!upper_st) return fail(upper_st.error());
+    if (node->is_dir()) {
+      auto fd = sys::openat(upper_parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      if (!fd) return fail(fd.error());
+      std::lock_guard lock(node->mu);
+      node->dirs.insert(node->dirs.begin(), DirLayer{0, std::move(*fd), nullptr});
+      node->layer = 0;
+    } else {
+      std::lock_guard lock(node->mu);
+      node->layer = 0;
+    }
+    if (breaks_link) node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
+    table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
   }
-  auto upper_st = sys::fstatat(upper_parent, name.c_str());
-  if (!upper_st) return fail(upper_st.error());
-  if (node->is_dir()) {
-    auto fd = sys::openat(upper_parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    if (!fd) return fail(fd.error());
-    std::lock_guard lock(node->mu);
-    node->dirs.insert(node->dirs.begin(), DirLayer{0, std::move(*fd), nullptr});
-    node->layer = 0;
-  } else {
-    std::lock_guard lock(node->mu);
-    node->layer = 0;
-  }
-  if (breaks_link) {
-    node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
-    if (on_listing_changed) on_listing_changed(parent.get());  // its d_ino changed
-  }
-  table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
+  if (breaks_link && on_listing_changed) on_listing_changed(parent.get());  // its d_ino changed
   stats_.copyups.fetch_add(1, std::memory_order_relaxed);
-  stats_.copyup_bytes.fetch_add(report->bytes, std::memory_order_relaxed);
+  stats_.copyup_bytes.fetch_add(report.bytes, std::memory_order_relaxed);
   if (on_attr_changed) on_attr_changed(node.get());  // dirs: nlink (now merged); all: ctime
   if (tracer_ && tracer_->on(kTraceCopyup)) {
     std::string path = path_of(*node);
-    double ms = report->nanoseconds / 1e6;
+    double ms = report.nanoseconds / 1e6;
     tracer_->emit(kTraceCopyup,
                   fmt::format("{}: copied up from {} to {}: {} bytes by {}{} in {:.3f} ms", path,
-                              layer_label(*stack_, src->layer), stack_->layer(0).path, report->bytes,
-                              report->method, with_data ? "" : " (data skipped: truncated)", ms),
+                              layer_label(*stack_, src->layer), stack_->layer(0).path, report.bytes,
+                              report.method, with_data ? "" : " (data skipped: truncated)", ms),
                   {field("path", path), field("from_layer", uint64_t(src->layer)),
-                   field("from_dir", stack_->layer(src->layer).path), field("bytes", report->bytes),
-                   field("method", std::string(report->method)), field("ns", report->nanoseconds)});
+                   field("from_dir", stack_->layer(src->layer).path), field("bytes", report.bytes),
+                   field("method", std::string(report.method)), field("ns", report.nanoseconds)});
   }
   return {};
 }
@@ -398,6 +432,7 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
   if (name_view.size() > NAME_MAX) return fail(ENAMETOOLONG);
   if (is_aufs_marker_name(name_view)) return fail(EINVAL);  // would be read back as a marker
   STRATA_TRY(copy_up(parent));
+  std::unique_lock names(parent->names_mu);
   const std::string name(name_view);
   const int up = upper_fd_of(*parent);
   const int work = stack_->work_fd();
@@ -454,7 +489,7 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
       if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), 0); !r) return undo(r.error());
     }
   }
-  return lookup(parent, name);
+  return lookup_locked(parent, name);
 }
 
 Result<Entry> Overlay::mknod(const NodePtr& parent, std::string_view name, mode_t mode, dev_t rdev, Caller who) {
@@ -581,14 +616,26 @@ Status Overlay::require_empty_dir(const Resolution& dir) const {
 Status Overlay::remove_entry(const NodePtr& parent, std::string_view name_view, bool want_dir) {
   STRATA_TRY(ensure_writable());
   const std::string name(name_view);
-  auto res = resolve_child(*stack_, view_of(*parent), name, false);
+  auto removable = [&]() -> Result<Resolution> {
+    auto res = resolve_child(*stack_, view_of(*parent), name, false);
+    if (!res) return fail(res.error());
+    if (!res->found) return fail(ENOENT);
+    const bool is_dir = S_ISDIR(res->st.st_mode);
+    if (want_dir && !is_dir) return fail(ENOTDIR);
+    if (!want_dir && is_dir) return fail(EISDIR);
+    if (is_dir) STRATA_TRY(require_empty_dir(*res));
+    return res;
+  };
+  if (!in_upper(*parent)) {
+    // A refused removal copies nothing up (as in the kernel): check before the parent's copy-up,
+    // which can't run under the names lock.
+    if (auto r = removable(); !r) return fail(r.error());
+    STRATA_TRY(copy_up(parent));
+  }
+  std::unique_lock names(parent->names_mu);
+  auto res = removable();
   if (!res) return fail(res.error());
-  if (!res->found) return fail(ENOENT);
   const bool is_dir = S_ISDIR(res->st.st_mode);
-  if (want_dir && !is_dir) return fail(ENOTDIR);
-  if (!want_dir && is_dir) return fail(EISDIR);
-  if (is_dir) STRATA_TRY(require_empty_dir(*res));
-  STRATA_TRY(copy_up(parent));
   const int up = upper_fd_of(*parent);
   const bool need_whiteout = lower_has_name(*stack_, view_of(*parent), name);
 

@@ -78,6 +78,7 @@ Result<struct stat> Overlay::setattr(const NodePtr& node, const AttrChange& c, i
     ts[1] = c.mtime ? (c.mtime_now ? timespec{0, UTIME_NOW} : c.values.st_mtim) : timespec{0, UTIME_OMIT};
     if (::utimensat(dirfd, name, ts, flags) < 0) return fail_errno();
   }
+  if (loc->names.owns_lock()) loc->names.unlock();  // getattr takes it again
   return getattr(node);
 }
 

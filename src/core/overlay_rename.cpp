@@ -64,38 +64,48 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
   const std::string n1(n1_view), n2(n2_view);
   if (n2.size() > NAME_MAX) return fail(ENAMETOOLONG);
   if (is_aufs_marker_name(n2)) return fail(EINVAL);
-  auto src = resolve_child(*stack_, view_of(*p1), n1, false);
-  if (!src) return fail(src.error());
-  if (!src->found) return fail(ENOENT);
-  auto dst = resolve_child(*stack_, view_of(*p2), n2, false);
-  if (!dst) return fail(dst.error());
-  if (exchange && !dst->found) return fail(ENOENT);
-  if ((flags & RENAME_NOREPLACE) && dst->found) return fail(EEXIST);
-  const bool src_dir = S_ISDIR(src->st.st_mode);
-  const bool dst_dir = dst->found && S_ISDIR(dst->st.st_mode);
-  if (dst->found && !exchange) {
-    // The same file under two names: rename(2) does nothing. Two names of one *lower* file are
-    // not that: copying one up breaks the link (index=off), as the kernel overlay treats them.
-    if (src->layer == 0 && dst->layer == 0 && src->st.st_dev == dst->st.st_dev && src->st.st_ino == dst->st.st_ino)
-      return {};
-    if (src_dir && !dst_dir) return fail(ENOTDIR);
-    if (!src_dir && dst_dir) return fail(EISDIR);
-    if (dst_dir) STRATA_TRY(require_empty_dir(*dst));
+  // Checks that refuse the rename come before anything is copied up (as in the kernel); they
+  // are repeated under the names locks, where the rename itself happens.
+  auto check = [&](Resolution& src, Resolution& dst, bool& same_file, bool before_copy_up) -> Status {
+    if (!src.found) return fail(ENOENT);
+    if (exchange && !dst.found) return fail(ENOENT);
+    if ((flags & RENAME_NOREPLACE) && dst.found) return fail(EEXIST);
+    same_file = false;
+    if (dst.found && !exchange) {
+      // The same file under two names: rename(2) does nothing. Two names of one *lower* file are
+      // not that: copying one up breaks the link (index=off), as the kernel overlay treats them.
+      if (src.layer == 0 && dst.layer == 0 && src.st.st_dev == dst.st.st_dev && src.st.st_ino == dst.st.st_ino) {
+        same_file = true;
+        return {};
+      }
+      const bool src_dir = S_ISDIR(src.st.st_mode), dst_dir = S_ISDIR(dst.st.st_mode);
+      if (src_dir && !dst_dir) return fail(ENOTDIR);
+      if (!src_dir && dst_dir) return fail(EISDIR);
+      // A target dir only in the upper is found not empty by the real rename in the kernel,
+      // after the source was copied up; one with lower parts is checked before.
+      const bool pure_upper = dst.layer == 0 && dst.dirs.size() == 1;
+      if (dst_dir && !(before_copy_up && pure_upper)) STRATA_TRY(require_empty_dir(dst));
+    }
+    return {};
+  };
+  auto resolve_both = [&]() -> Result<std::pair<Resolution, Resolution>> {
+    auto src = resolve_child(*stack_, view_of(*p1), n1, false);
+    if (!src) return fail(src.error());
+    auto dst = resolve_child(*stack_, view_of(*p2), n2, false);
+    if (!dst) return fail(dst.error());
+    return std::pair<Resolution, Resolution>{std::move(*src), std::move(*dst)};
+  };
+  {
+    auto both = resolve_both();
+    if (!both) return fail(both.error());
+    bool same_file;
+    STRATA_TRY(check(both->first, both->second, same_file, true));
+    if (same_file) return {};
   }
 
-  // Nodes for both names (interned for the duration if the kernel holds none).
-  auto hold = [&](const NodePtr& parent, const std::string& name, Resolution& res) -> Result<NodePtr> {
-    if (NodePtr n = node_of(parent, name, res)) {
-      n->nlookup.fetch_add(1);
-      return n;
-    }
-    auto e = intern(parent, name, std::move(res));
-    if (!e) return fail(e.error());
-    return e->node;
-  };
-  auto s_node = hold(p1, n1, *src);
-  if (!s_node) return fail(s_node.error());
-  NodePtr S = *s_node, D;
+  // Copy-ups (they take names locks of their own): the source, an exchanged target, both parents.
+  // Their nodes are held (looked up) until the end, so that they are still the ones the names
+  // map to below, even when the kernel holds none.
   struct Release {
     Overlay* self;
     NodePtr s, d;
@@ -103,20 +113,47 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
       if (s) self->forget(s.get(), 1);
       if (d) self->forget(d.get(), 1);
     }
-  } release{this, S, nullptr};
+  } release{this, nullptr, nullptr};
+  auto s_entry = lookup(p1, n1);
+  if (!s_entry) return fail(s_entry.error());
+  release.s = s_entry->node;
   if (exchange) {
-    auto d_node = hold(p2, n2, *dst);
-    if (!d_node) return fail(d_node.error());
-    D = *d_node;
-    release.d = D;
+    auto d_entry = lookup(p2, n2);
+    if (!d_entry) return fail(d_entry.error());
+    release.d = d_entry->node;
   }
-
-  STRATA_TRY(copy_up(S));
-  if (D) STRATA_TRY(copy_up(D));
+  STRATA_TRY(copy_up(release.s));
+  if (release.d) STRATA_TRY(copy_up(release.d));
   STRATA_TRY(copy_up(p2));
+
+  // The rename itself, with both directories' names locked.
+  std::unique_lock lock1(p1->names_mu, std::defer_lock), lock2(p2->names_mu, std::defer_lock);
+  if (p1 == p2) lock1.lock();
+  else std::lock(lock1, lock2);
+  auto both = resolve_both();
+  if (!both) return fail(both.error());
+  auto& [src_res, dst_res] = *both;
+  Resolution* src = &src_res;
+  Resolution* dst = &dst_res;
+  bool same_file;
+  STRATA_TRY(check(*src, *dst, same_file, false));
+  if (same_file) return {};
+  // Copied up above; anything else means the name changed under us.
+  if (src->layer != 0 || (exchange && dst->layer != 0)) return fail(ESTALE);
+  const bool src_dir = S_ISDIR(src->st.st_mode);
+  const bool dst_dir = dst->found && S_ISDIR(dst->st.st_mode);
+  // The nodes the kernel holds for the two names now (none for a name it never looked up).
+  NodePtr S = node_of(p1, n1, *src);
+  NodePtr D = exchange ? node_of(p2, n2, *dst) : nullptr;
   const int u1 = upper_fd_of(*p1), u2 = upper_fd_of(*p2);
-  if (src_dir) STRATA_TRY(mark_dir_for_move(S, p2, n2));
-  if (D && dst_dir) STRATA_TRY(mark_dir_for_move(D, p1, n1));
+  if (src_dir) {
+    if (!S) return fail(ESTALE);
+    STRATA_TRY(mark_dir_for_move(S, p2, n2));
+  }
+  if (exchange && dst_dir) {
+    if (!D) return fail(ESTALE);
+    STRATA_TRY(mark_dir_for_move(D, p1, n1));
+  }
 
   if (exchange) {
     STRATA_TRY(sys::renameat2(u1, n1.c_str(), u2, n2.c_str(), RENAME_EXCHANGE));
@@ -168,7 +205,7 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     }
   }
 
-  {
+  if (S) {
     std::lock_guard lock(S->mu);
     S->parent = p2;
     S->name = n2;
@@ -178,9 +215,11 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     D->parent = p1;
     D->name = n1;
   }
-  if (tracer_ && tracer_->on(kTraceRename))
-    tracer_->emit(kTraceRename, fmt::format("{} -> {}{}", child_path(*p1, n1), path_of(*S), exchange ? " (exchange)" : ""),
-                  {field("from", child_path(*p1, n1)), field("to", path_of(*S))});
+  if (tracer_ && tracer_->on(kTraceRename)) {
+    std::string to = child_path(*p2, n2);
+    tracer_->emit(kTraceRename, fmt::format("{} -> {}{}", child_path(*p1, n1), to, exchange ? " (exchange)" : ""),
+                  {field("from", child_path(*p1, n1)), field("to", to)});
+  }
   return {};
 }
 
@@ -192,7 +231,9 @@ Result<Entry> Overlay::link(const NodePtr& node, const NodePtr& new_parent, std:
   if (is_aufs_marker_name(name)) return fail(EINVAL);
   STRATA_TRY(copy_up(node));
   STRATA_TRY(copy_up(new_parent));
-  auto loc = locate(node);
+  std::unique_lock names(new_parent->names_mu);
+  // The kernel holds the inode for a link (as for a rename or unlink of it): its name is stable.
+  auto loc = locate(node, false);
   if (!loc) return fail(loc.error());
   const int up = upper_fd_of(*new_parent);
   // linkat from an O_PATH fd needs CAP_DAC_READ_SEARCH with AT_EMPTY_PATH; /proc works rootless.
@@ -218,7 +259,7 @@ Result<Entry> Overlay::link(const NodePtr& node, const NodePtr& new_parent, std:
     STRATA_TRY(link_to(up, name.c_str()));
     if (over_aufs) ::unlinkat(up, (std::string(kAufsWhiteoutPrefix) + name).c_str(), 0);
   }
-  return lookup(new_parent, name);
+  return lookup_locked(new_parent, name);
 }
 
 }  // namespace strata
