@@ -96,7 +96,9 @@ struct Node : std::enable_shared_from_this<Node> {
   std::vector<DirLayer> dirs;  // directories only: contributing layers, upper first
   std::string lower_path;      // directories only: where their lower parts live, from the layer roots
   int opaque_layer = -1;       // directories only: the layer whose opaque marker cut the merge
-  UniqueFd detached;      // non-directories whose known name was removed: an O_PATH fd
+  // Non-directories whose known name was removed: an O_PATH fd. Set once, never replaced or
+  // closed while the node lives: locate() hands out the raw number without holding mu.
+  UniqueFd detached;
   NodeKey key;
   bool unlinked = false;  // removed from the merged tree (open files may still use it)
 };

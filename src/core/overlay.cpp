@@ -279,12 +279,14 @@ Status Overlay::copy_up_and_split(const NodePtr& node, bool with_data) {
     if (fd) pinned = std::move(*fd);
   }  // (the names lock is released here: copy_up takes it)
   STRATA_TRY(copy_up(node, with_data));
-  retire_node(node);
   if (pinned) {
     std::lock_guard lock(node->mu);
-    node->detached = std::move(pinned);
-    node->layer = old_layer;
+    if (!node->detached) {  // (removed meanwhile: it keeps the fd it got then)
+      node->detached = std::move(pinned);
+      node->layer = old_layer;
+    }
   }
+  retire_node(node);  // after the pin: a detached fd, once set, is never replaced
   return {};
 }
 
