@@ -303,13 +303,23 @@ def _pid_alive(pid):
             return False
     except ChildProcessError:
         pass
+    # Every thread, not just the leader: a killed multi-threaded daemon's leader is a zombie as
+    # soon as it exits, while a thread still finishing a syscall keeps the process's files (its
+    # workdir lock) open until it exits too.
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except (FileNotFoundError, ProcessLookupError):
         return False
-    state = data[data.rindex(b")") + 2:data.rindex(b")") + 3]
-    return state not in (b"Z", b"X")
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state = data[data.rindex(b")") + 2:data.rindex(b")") + 3]
+        if state not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _pids_mentioning(path):
