@@ -61,31 +61,16 @@ class InUse {
 constexpr const char* kStatsXattr = "user.strata.stats";
 constexpr const char* kLayersXattr = "user.strata.layers";  // see check_no_recursion (main.cpp)
 
-struct DirHandle {
-  bool loaded = false;
-  std::vector<MergedEntry> entries;
-  uint64_t self_ino = 0, parent_ino = 0;
-};
-
 void track(Daemon& d, FileHandle* fh) {
   std::lock_guard lock(d.handles_mu);
   d.open_file_handles.insert(fh);
-}
-void track(Daemon& d, DirHandle* dh) {
-  std::lock_guard lock(d.handles_mu);
-  d.open_dir_handles.insert(dh);
 }
 void untrack(Daemon& d, FileHandle* fh) {
   std::lock_guard lock(d.handles_mu);
   d.open_file_handles.erase(fh);
 }
-void untrack(Daemon& d, DirHandle* dh) {
-  std::lock_guard lock(d.handles_mu);
-  d.open_dir_handles.erase(dh);
-}
 
 FileHandle* file_of(struct fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
-DirHandle* dir_of(struct fuse_file_info* fi) { return reinterpret_cast<DirHandle*>(fi->fh); }
 
 // Every handler body runs inside this: bad_alloc becomes ENOMEM, anything else EIO and a log line.
 template <class F>
@@ -158,6 +143,9 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   want(FUSE_CAP_SPLICE_MOVE);
   want(FUSE_CAP_READDIRPLUS);
   want(FUSE_CAP_READDIRPLUS_AUTO);
+  // No opendir: the kernel skips OPENDIR and RELEASEDIR and caches every listing (it drops a
+  // cached listing when it changes the directory; the daemon tells it when it did).
+  want(FUSE_CAP_NO_OPENDIR_SUPPORT);
   conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   // libfuse asks for these by default. HANDLE_KILLPRIV would tell the kernel that we clear
   // setuid/setgid on writes and truncates by non-owners; the kernel does it right (its rules,
@@ -469,60 +457,52 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, struct fuse_fi
   else fuse_reply_write(req, size_t(n));
 }
 
-void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  guarded(req, "opendir", [&] {
-    NodePtr node = node_of(req, ino);
-    auto* dh = new DirHandle;
-    track(daemon_of(req), dh);
-    dh->self_ino = node->ino;
-    NodePtr parent;
-    {
-      std::lock_guard lock(node->mu);
-      parent = node->parent;
-    }
-    dh->parent_ino = parent ? parent->ino : node->ino;
-    fi->fh = reinterpret_cast<uint64_t>(dh);
-    // The kernel may keep listings: every change to a directory comes through this mount, and
-    // the kernel drops its cached listing when it changes one.
-    fi->cache_readdir = 1;
-    fi->keep_cache = 1;
-    if (fuse_reply_open(req, fi) == -ENOENT) {
-      untrack(daemon_of(req), dh);
-      delete dh;
-    }
-  });
-}
+// ENOSYS makes the kernel stop sending OPENDIR (and RELEASEDIR) for this mount and cache every
+// listing (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE by default); libfuse 3.14 answers a missing
+// opendir with an empty open instead, so the daemon says it.
+void op_opendir(fuse_req_t req, fuse_ino_t, struct fuse_file_info*) { fuse_reply_err(req, ENOSYS); }
 
-// Offsets: 1 and 2 are "." and "..", entry i is offset i + 3 (the offset of the *next* entry is
-// what the kernel passes back, so a listing can resume anywhere: seekdir/telldir are stable).
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi, bool plus) {
+// Offsets carry a listing snapshot and a position in it (see dir_listings.h): position 0 is
+// ".", 1 is "..", entry i is position i + 2. The offset sent with an entry is that of the *next*
+// one, so a listing can resume anywhere (seekdir/telldir are stable).
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info*, bool plus) {
   guarded(req, "readdir", [&] {
     Daemon& d = daemon_of(req);
-    DirHandle* dh = dir_of(fi);
+    d.counters.readdir_requests.fetch_add(1, std::memory_order_relaxed);
     NodePtr dir = node_of(req, ino);
-    // The merged listing is read at the first readdir (and again on a rewind), not at opendir:
-    // when the kernel answers from its cached listing, it is never needed.
-    if (off == 0 || !dh->loaded) {
-      auto entries = with_fd_room(d, [&] { return d.overlay->read_dir(dir); });
-      if (!entries) return (void)fuse_reply_err(req, entries.error());
-      dh->entries = std::move(*entries);
-      dh->loaded = true;
+    // The merged listing is read at the start of a pass (offset 0), or when the pass's snapshot
+    // is gone; when the kernel answers from its cached listing, it is never read.
+    DirListings::Entries entries;
+    uint32_t snapshot = 0;
+    if (off != 0) {
+      snapshot = DirListings::snapshot_of(off);
+      entries = d.dir_listings.find(dir.get(), snapshot);
+    }
+    if (!entries) {
+      auto read = with_fd_room(d, [&] { return d.overlay->read_dir(dir); });
+      if (!read) return (void)fuse_reply_err(req, read.error());
+      snapshot = d.dir_listings.add(dir, std::move(*read), &entries);
+    }
+    uint64_t self_ino = dir->ino, parent_ino = dir->ino;
+    {
+      std::lock_guard lock(dir->mu);
+      if (dir->parent) parent_ino = dir->parent->ino;
     }
     std::string buf(size, '\0');
     size_t used = 0;
-    for (off_t i = off; ; ++i) {
+    for (uint32_t i = DirListings::position_of(off);; ++i) {
       std::string name;
       struct fuse_entry_param e;
       std::memset(&e, 0, sizeof e);
       NodePtr looked_up;
       if (i == 0 || i == 1) {
         name = i == 0 ? "." : "..";
-        e.attr.st_ino = i == 0 ? dh->self_ino : dh->parent_ino;
+        e.attr.st_ino = i == 0 ? self_ino : parent_ino;
         e.attr.st_mode = S_IFDIR;
       } else {
         size_t idx = size_t(i - 2);
-        if (idx >= dh->entries.size()) break;
-        const MergedEntry& m = dh->entries[idx];
+        if (idx >= entries->size()) break;
+        const MergedEntry& m = (*entries)[idx];
         name = m.name;
         e.attr.st_ino = m.ino;
         e.attr.st_mode = DTTOIF(m.d_type);
@@ -536,8 +516,9 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
           }
         }
       }
-      size_t need = plus ? fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, i + 1)
-                         : fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &e.attr, i + 1);
+      const off_t next = DirListings::offset(snapshot, i + 1);
+      size_t need = plus ? fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, next)
+                         : fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &e.attr, next);
       if (need > size - used) {
         if (looked_up) d.overlay->forget(looked_up.get(), 1);  // not sent: the kernel won't count it
         break;
@@ -554,12 +535,6 @@ void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct f
 
 void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info* fi) {
   do_readdir(req, ino, size, off, fi, true);
-}
-
-void op_releasedir(fuse_req_t req, fuse_ino_t, struct fuse_file_info* fi) {
-  untrack(daemon_of(req), dir_of(fi));
-  delete dir_of(fi);
-  fuse_reply_err(req, 0);
 }
 
 void op_fsyncdir(fuse_req_t req, fuse_ino_t, int, struct fuse_file_info*) { fuse_reply_err(req, 0); }
@@ -643,7 +618,6 @@ const struct fuse_lowlevel_ops kOps = [] {
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
   ops.readdirplus = op_readdirplus;
-  ops.releasedir = op_releasedir;
   ops.fsyncdir = op_fsyncdir;
   ops.statfs = op_statfs;
   ops.getxattr = op_getxattr;
@@ -658,9 +632,7 @@ const struct fuse_lowlevel_ops kOps = [] {
 void free_open_handles(Daemon& d) {
   std::lock_guard lock(d.handles_mu);
   for (void* h : d.open_file_handles) delete static_cast<FileHandle*>(h);
-  for (void* h : d.open_dir_handles) delete static_cast<DirHandle*>(h);
   d.open_file_handles.clear();
-  d.open_dir_handles.clear();
 }
 
 fuse_ino_t nodeid_of(const Daemon& daemon, const Node* node) {

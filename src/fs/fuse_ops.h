@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "dir_listings.h"
 #include "open_files.h"
 #include "passthrough.h"
 #include "strata/overlay.h"
@@ -28,10 +29,11 @@ struct Daemon {
   // virtual xattr user.strata.layers on the root, read by another strata-fs that would stack
   // on this mount, to refuse a mountpoint inside them.
   std::string layer_paths;
-  // Open files and directories not released yet (a mount can end with files still open: the
-  // kernel sends no RELEASE then); freed at exit. Guarded by handles_mu.
+  // Open files not released yet (a mount can end with files still open: the kernel sends no
+  // RELEASE then); freed at exit. Guarded by handles_mu.
   std::mutex handles_mu;
-  std::unordered_set<void*> open_file_handles, open_dir_handles;
+  std::unordered_set<void*> open_file_handles;
+  DirListings dir_listings;
 };
 
 // Free what open_handles still holds (after the session loop ended).

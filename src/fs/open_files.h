@@ -18,6 +18,7 @@ namespace strata::fs {
 struct DaemonCounters {
   std::atomic<uint64_t> read_requests{0}, write_requests{0}, open_files{0};
   std::atomic<uint64_t> passthrough_opens{0}, normal_opens{0}, estale_reopens{0};
+  std::atomic<uint64_t> readdir_requests{0};  // READDIR(PLUS): what the kernel's listing cache saves
 };
 
 class OpenFiles {

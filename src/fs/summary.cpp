@@ -27,8 +27,9 @@ std::string summary_text(Daemon& d) {
   out += fmt::format("  opens: {} passthrough, {} through the daemon{}\n", get(d.counters.passthrough_opens),
                      get(d.counters.normal_opens),
                      d.passthrough && !d.passthrough->usable() ? " (passthrough: " + d.passthrough->why_not() + ")" : "");
-  out += fmt::format("  READ requests: {}, WRITE requests: {}\n", get(d.counters.read_requests),
-                     get(d.counters.write_requests));
+  out += fmt::format("  READ requests: {}, WRITE requests: {}, READDIR requests: {}\n",
+                     get(d.counters.read_requests), get(d.counters.write_requests),
+                     get(d.counters.readdir_requests));
   return out;
 }
 
@@ -42,12 +43,12 @@ std::string summary_json(Daemon& d) {
       "{{\"inodes\":{},\"open_files\":{},\"lookups_per_layer\":[{}],\"negative_lookups\":{},"
       "\"copyups\":{},\"copyup_bytes\":{},\"whiteouts\":{},\"opaque_dirs\":{},"
       "\"passthrough_opens\":{},\"normal_opens\":{},\"estale_reopens\":{},\"passthrough\":{},"
-      "\"read_requests\":{},\"write_requests\":{}}}",
+      "\"read_requests\":{},\"write_requests\":{},\"readdir_requests\":{}}}",
       o.table().size(), get(d.counters.open_files), layers, get(s.negative_lookups), get(s.copyups),
       get(s.copyup_bytes), get(s.whiteouts), get(s.opaque_dirs), get(d.counters.passthrough_opens),
       get(d.counters.normal_opens), get(d.counters.estale_reopens),
       d.passthrough && d.passthrough->usable() ? "true" : "false", get(d.counters.read_requests),
-      get(d.counters.write_requests));
+      get(d.counters.write_requests), get(d.counters.readdir_requests));
 }
 
 }  // namespace strata::fs
