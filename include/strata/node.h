@@ -7,7 +7,7 @@
 // saves a syscall per lookup. A non-directory whose last known name is removed while the kernel
 // still holds it gets an O_PATH fd ("detached") first.
 //
-// Lock order: Node::copy_up_mu of an ancestor before that of a descendant; then Node::names_mu
+// Lock order: a node's copy-up lock (Overlay::copy_up_lock, never two at once); then names_mu
 // (one directory's, or two taken together in address order by a rename; never a copy-up while
 // one is held); Node::mu is a leaf (never held while taking another lock or doing I/O beyond an
 // fd copy); InodeTable's mutex is a leaf too.
@@ -71,15 +71,17 @@ struct NodeKeyHash {
 };
 
 struct Node : std::enable_shared_from_this<Node> {
-  Node(mode_t type_, uint64_t ino_) : type(type_), ino(ino_) {}
+  Node(mode_t type_, uint64_t ino_)
+      : type(type_), ino(ino_), names_mu_(S_ISDIR(type_) ? std::make_unique<std::shared_mutex>() : nullptr) {}
   bool is_dir() const { return S_ISDIR(type); }
+  // See names_mu_ (directories only; a non-directory never is a parent).
+  std::shared_mutex& names_mu() const { return names_mu_ ? *names_mu_ : unused_names_mu; }
 
   const mode_t type;   // S_IFMT bits; a name that changes type gets a new node
   // st_ino shown for this node: kept across copy-up, except for a lower file with several
   // links, whose copied name becomes a file of its own (as in the kernel overlay).
   std::atomic<uint64_t> ino;
   std::atomic<uint64_t> nlookup{0};
-  std::mutex copy_up_mu;  // serialises copy-up (and directory-content moves) of this node
   // Directories: what the names in this directory refer to. A lookup holds it shared from its
   // stat of the layers to filing the node under that name; whatever changes the object behind a
   // name (create, unlink, rename, the rename that places a copy-up) holds it exclusively. The
@@ -87,7 +89,10 @@ struct Node : std::enable_shared_from_this<Node> {
   // setxattr run outside its directory locks), and without it a lookup could file a node under a
   // name that meanwhile holds another object: a later GETATTR then answers with the wrong type
   // and the kernel marks the inode bad (EIO).
-  mutable std::shared_mutex names_mu;
+  // Allocated for directories only: most nodes are files, and the daemon's memory grows with
+  // the nodes the kernel holds.
+  const std::unique_ptr<std::shared_mutex> names_mu_;
+  static inline std::shared_mutex unused_names_mu;
 
   mutable std::mutex mu;  // guards everything below
   NodePtr parent;         // null for the root

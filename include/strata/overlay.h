@@ -139,7 +139,7 @@ class Overlay {
   };
   // `hold_name`: take the parent's names lock (see Location). Callers that will take a names
   // lock themselves while the Location lives pass false; they must know the name is stable
-  // (a lower object under its copy_up_mu, or an inode the kernel has locked).
+  // (a lower object under its copy-up lock, or an inode the kernel has locked).
   Result<Location> locate(const NodePtr& node, bool hold_name = true) const;
   DirView view_of(const Node& dir) const;
   int upper_fd_of(const Node& dir) const;  // -1 if not in the upper
@@ -149,6 +149,7 @@ class Overlay {
   NodePtr node_of(const NodePtr& parent, std::string_view name, const Resolution& res) const;
   Status mark_dir_for_move(const NodePtr& dir, const NodePtr& new_parent, std::string_view new_name);
   Status ensure_writable() const;
+  static std::mutex& copy_up_lock(const Node& node);
   Result<int> prepare_upper_parent(const NodePtr& parent);
   Status fix_owner(int dirfd, const char* name, const NodePtr& parent, Caller who, mode_t mode, bool is_link);
   template <class MakeFn>

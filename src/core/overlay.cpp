@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 
+#include <array>
 #include <climits>
 #include <unistd.h>
 
@@ -110,7 +111,7 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) c
     }
     if (!loc.keep) return fail(ESTALE);
     if (hold_name) {
-      loc.names = std::shared_lock(loc.keep->names_mu);
+      loc.names = std::shared_lock(loc.keep->names_mu());
       std::lock_guard lock(node->mu);
       // Renamed, removed or copied up while we waited for the lock: look again.
       if (node->detached || node->parent != loc.keep || node->name != loc.name || node->layer != loc.layer) continue;
@@ -175,7 +176,7 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
 }
 
 Result<Entry> Overlay::lookup(const NodePtr& parent, std::string_view name, int first_lower) {
-  std::shared_lock names(parent->names_mu);
+  std::shared_lock names(parent->names_mu());
   return lookup_locked(parent, name, first_lower);
 }
 
@@ -296,6 +297,14 @@ Status Overlay::ensure_writable() const {
   return {};
 }
 
+std::mutex& Overlay::copy_up_lock(const Node& node) {
+  // Striped rather than one per node: a mutex per node costs 40 bytes on every file the kernel
+  // holds, and copy-ups are rare. Never two held at once (a parent's copy-up is finished before
+  // its child's lock is taken), so two nodes sharing a stripe can't deadlock.
+  static std::array<std::mutex, 64> stripes;
+  return stripes[(reinterpret_cast<uintptr_t>(&node) >> 4) % stripes.size()];
+}
+
 Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   STRATA_TRY(ensure_writable());
   NodePtr parent;
@@ -307,14 +316,14 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   if (in_upper()) return {};
   if (!parent) return fail(EIO);  // the root is always in the upper of a writable mount
   STRATA_TRY(copy_up(parent, true));
-  std::lock_guard copy_lock(node->copy_up_mu);
+  std::lock_guard copy_lock(copy_up_lock(*node));
   if (in_upper()) return {};
   {
     std::lock_guard lock(node->mu);
     if (node->detached) return fail(ESTALE);  // removed from the tree: nothing to copy it to
   }
   // No names lock: a lower object's name can't change before its copy-up (rename and link copy
-  // up first, under copy_up_mu), and the placement below takes the parent's names lock.
+  // up first, under its copy-up lock), and the placement below takes the parent's names lock.
   auto src = locate(node, false);
   if (!src) return fail(src.error());
   int upper_parent = upper_fd_of(*parent);
@@ -351,7 +360,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   const CopyUpReport report = staged->report;
   {
     // Placing the copy and switching the node to it is one step for lookups in the parent.
-    std::unique_lock names(parent->names_mu);
+    std::unique_lock names(parent->names_mu());
     {
       std::lock_guard lock(node->mu);
       // Removed meanwhile (its name is a whiteout or another object now): nothing to place.
@@ -434,7 +443,7 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
   if (name_view.size() > NAME_MAX) return fail(ENAMETOOLONG);
   if (is_aufs_marker_name(name_view)) return fail(EINVAL);  // would be read back as a marker
   STRATA_TRY(copy_up(parent));
-  std::unique_lock names(parent->names_mu);
+  std::unique_lock names(parent->names_mu());
   const std::string name(name_view);
   const int up = upper_fd_of(*parent);
   const int work = stack_->work_fd();
@@ -634,7 +643,7 @@ Status Overlay::remove_entry(const NodePtr& parent, std::string_view name_view, 
     if (auto r = removable(); !r) return fail(r.error());
     STRATA_TRY(copy_up(parent));
   }
-  std::unique_lock names(parent->names_mu);
+  std::unique_lock names(parent->names_mu());
   auto res = removable();
   if (!res) return fail(res.error());
   const bool is_dir = S_ISDIR(res->st.st_mode);

@@ -127,7 +127,7 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
   STRATA_TRY(copy_up(p2));
 
   // The rename itself, with both directories' names locked.
-  std::unique_lock lock1(p1->names_mu, std::defer_lock), lock2(p2->names_mu, std::defer_lock);
+  std::unique_lock lock1(p1->names_mu(), std::defer_lock), lock2(p2->names_mu(), std::defer_lock);
   if (p1 == p2) lock1.lock();
   else std::lock(lock1, lock2);
   auto both = resolve_both();
@@ -231,7 +231,7 @@ Result<Entry> Overlay::link(const NodePtr& node, const NodePtr& new_parent, std:
   if (is_aufs_marker_name(name)) return fail(EINVAL);
   STRATA_TRY(copy_up(node));
   STRATA_TRY(copy_up(new_parent));
-  std::unique_lock names(new_parent->names_mu);
+  std::unique_lock names(new_parent->names_mu());
   // The kernel holds the inode for a link (as for a rename or unlink of it): its name is stable.
   auto loc = locate(node, false);
   if (!loc) return fail(loc.error());
