@@ -14,11 +14,22 @@ Upper and workdir live on a small tmpfs; the lower layer is on disk.
   c  a plain write to an upper file that fills the filesystem: ENOSPC reaches the writer
   d  out of inodes (tmpfs nr_inodes): removing lower files needs whiteouts: rm either works or
      fails with ENOSPC and the file stays visible; mkdir likewise; nothing left in workdir/work
-  e  EDQUOT with tmpfs quotas (mount -t tmpfs -o quota): the same checks as (a) with a user quota,
-     the daemon started without CAP_SYS_RESOURCE; skipped with a note when the kernel has no
-     tmpfs quota support (CONFIG_TMPFS_QUOTA)
+  e  EDQUOT: append to an 8 MiB lower file of uid 1000 with upper+work under a 4 MiB quota:
+     open() fails with EDQUOT (not EIO), no trace in the upper or workdir/work, the space is given
+     back, the merged file is the lower one byte for byte; after raising the quota the same append
+     works. The daemon runs as root without CAP_SYS_RESOURCE (setpriv drops it from every set;
+     checked in /proc), since that capability ignores quotas. The quota comes from the first of:
+       - a tmpfs mounted -o quota (CONFIG_TMPFS_QUOTA) with a user block limit for uid 1000
+       - an ext4 image (-O quota) loop-mounted -o usrquota,grpquota, same user limit (needs
+         CONFIG_QUOTA and a quota format, CONFIG_QFMT_V2)
+     User limits are set with quotactl_fd(2). Before the daemon starts, uid 1000 itself writing
+     past the limit must get EDQUOT: a quota that is only counted fails the section. Images live
+     in the section's scratch directory and are unmounted, detached and removed on every exit
+     path. Skipped with a note naming each reason when none of these works here.
 """
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import random
@@ -255,36 +266,227 @@ def section_inodes(s):
     hl.umount_quiet(u.fs)
 
 
-def section_edquot(s):
-    probe = os.path.join(ml.scratch("enospc-quota-probe"), "fs")
+# ------------------------------------------------------------------------------------------------
+# e: EDQUOT. The copy of a lower file is charged to the file's owner (QUOTA_UID): a user block quota
+# on the filesystem holding upper+work must stop it with EDQUOT. Root with CAP_SYS_RESOURCE ignores
+# quotas, so the daemon runs without that capability.
+
+QUOTA_UID = 1000
+QUOTA_LIMIT = 4 * MiB
+CAP_SYS_RESOURCE = 24
+
+# <linux/quota.h>: quotactl_fd(2) takes the filesystem by an fd, so tmpfs (no block device) and a
+# loop-mounted ext4 are set up alike, and no quota-tools package is needed.
+SYS_QUOTACTL_FD = {"x86_64": 443, "aarch64": 443}.get(os.uname().machine, 443)
+Q_SETQUOTA = 0x800008
+USRQUOTA = 0
+QIF_BLIMITS = 1
+
+
+class IfDqblk(ctypes.Structure):
+    _fields_ = [("dqb_bhardlimit", ctypes.c_uint64), ("dqb_bsoftlimit", ctypes.c_uint64),
+                ("dqb_curspace", ctypes.c_uint64), ("dqb_ihardlimit", ctypes.c_uint64),
+                ("dqb_isoftlimit", ctypes.c_uint64), ("dqb_curinodes", ctypes.c_uint64),
+                ("dqb_btime", ctypes.c_uint64), ("dqb_itime", ctypes.c_uint64), ("dqb_valid", ctypes.c_uint32)]
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def set_user_block_limit(fs, uid, nbytes):
+    """Hard and soft block limit of `uid` on the filesystem mounted at `fs` (limits in KiB)."""
+    q = IfDqblk(dqb_bhardlimit=nbytes // 1024, dqb_bsoftlimit=nbytes // 1024, dqb_valid=QIF_BLIMITS)
+    fd = os.open(fs, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        hl.mount_tmpfs(probe, "size=64m,quota,usrquota_block_hardlimit=4m")
-    except ov.MountError as e:
-        s.note("EDQUOT not tested: this kernel's tmpfs has no quota support (CONFIG_TMPFS_QUOTA; "
-               f"`mount -t tmpfs -o quota` fails: {hl.first_line(str(e)).split(': ')[-1]})")
-        return
-    hl.umount_quiet(probe)
+        if _libc.syscall(SYS_QUOTACTL_FD, fd, (Q_SETQUOTA << 8) | USRQUOTA, uid, ctypes.byref(q)) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"quotactl_fd(Q_SETQUOTA, uid {uid}) on {fs}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
+class QuotaUnavailable(Exception):
+    pass
+
+
+class TmpfsQuota:
+    """A tmpfs mounted with -o quota (needs CONFIG_TMPFS_QUOTA)."""
+
+    name = "tmpfs -o quota"
+
+    def __init__(self, root):
+        self.fs = os.path.join(root, "quota-tmpfs")
+        try:
+            hl.mount_tmpfs(self.fs, "size=64m,quota")
+        except ov.MountError as e:
+            why = _kernel_says("tmpfs: ") or hl.first_line(str(e)).split(": ")[-1]
+            raise QuotaUnavailable(f"no tmpfs quota support (CONFIG_TMPFS_QUOTA): {why}")
+
+    def set_limit(self, nbytes):
+        set_user_block_limit(self.fs, QUOTA_UID, nbytes)
+
+    def close(self):
+        hl.umount_quiet(self.fs)
+
+
+def _kernel_says(needle):
+    """The last kernel log line containing `needle`, if the log is readable."""
+    r = ml.run_quiet(["dmesg"])
+    lines = [l for l in r.stdout.splitlines() if needle in l] if r.returncode == 0 else []
+    return lines[-1].split("] ", 1)[-1] if lines else ""
+
+
+class Ext4Quota:
+    """An ext4 image with the quota feature (hidden quota inodes), loop-mounted with usrquota so
+    that limits are enforced, not only counted. Needs CONFIG_QUOTA and CONFIG_QFMT_V2."""
+
+    name = "ext4 image, -O quota, mounted -o usrquota"
+
+    def __init__(self, root):
+        for tool in ("mkfs.ext4", "losetup"):
+            if not ml.have(tool):
+                raise QuotaUnavailable(f"{tool} is missing")
+        self.image = os.path.join(root, "quota-ext4.img")
+        self.fs = os.path.join(root, "quota-ext4")
+        os.makedirs(self.fs)
+        with open(self.image, "wb") as f:
+            f.truncate(64 * MiB)
+        r = ml.run_quiet(["mkfs.ext4", "-q", "-O", "quota", "-E", "quotatype=usrquota:grpquota", self.image])
+        if r.returncode != 0:
+            raise QuotaUnavailable(f"mkfs.ext4 -O quota failed: {hl.first_line(r.stderr)}")
+        r = ml.run_quiet(["mount", "-t", "ext4", "-o", "loop,usrquota,grpquota", self.image, self.fs])
+        if r.returncode != 0:
+            self.close()
+            why = _kernel_says("EXT4-fs") or hl.first_line(r.stderr)
+            raise QuotaUnavailable(f"a loop-mounted ext4 with quotas does not mount: {why}")
+
+    def set_limit(self, nbytes):
+        set_user_block_limit(self.fs, QUOTA_UID, nbytes)
+
+    def close(self):
+        _close_loop(self.fs, self.image)
+
+
+def _close_loop(mnt, image):
+    hl.umount_quiet(mnt)
+    # mount -o loop sets autoclear, so the device goes with the umount; make sure of it.
+    r = ml.run_quiet(["losetup", "-j", image])
+    for line in r.stdout.splitlines():
+        ml.run_quiet(["losetup", "-d", line.split(":", 1)[0]])
+    try:
+        os.unlink(image)
+    except FileNotFoundError:
+        pass
+
+
+def quota_fs(root):
+    """The first way this machine offers to enforce a user block quota, or QuotaUnavailable
+    naming why each one failed."""
+    reasons = []
+    for kind in (TmpfsQuota, Ext4Quota):
+        try:
+            return kind(root)
+        except QuotaUnavailable as e:
+            reasons.append(f"{kind.name}: {e}")
+    raise QuotaUnavailable("; ".join(reasons))
+
+
+def cap_eff(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return None
+
+
+def section_edquot(s):
     if not ml.have("setpriv"):
         s.note("EDQUOT not tested: setpriv (to drop CAP_SYS_RESOURCE, which ignores quotas) is missing")
         return
-    u = SmallUpper("e", size="64m", extra="quota,usrquota_block_hardlimit=4m")
-    L = u.L
+    L = ml.Layout(ml.scratch("enospc-e"), n_lowers=1)
+    os.chmod(L.root, 0o711)  # the quota's user must reach its probe directory below
+    try:
+        q = quota_fs(L.root)
+    except QuotaUnavailable as e:
+        s.note(f"EDQUOT not tested: no filesystem here enforces user quotas: {e}")
+        return
+    try:
+        edquot_checks(s, L, q)
+    finally:
+        try:
+            L.umount()
+        finally:
+            q.close()
+
+
+def edquot_checks(s, L, q):
+    print(f"  quota on: {q.name}", flush=True)
+    L.upper = os.path.join(q.fs, "upper")
+    L.work = os.path.join(q.fs, "work")
+    os.makedirs(L.upper)
+    os.makedirs(L.work)
+    q.set_limit(QUOTA_LIMIT)
+    # The limit is really enforced: the user itself cannot write past it.
+    probe_dir = os.path.join(q.fs, "probe")
+    os.makedirs(probe_dir)
+    os.chown(probe_dir, QUOTA_UID, QUOTA_UID)
+    outcome, _ = hl.call(hl.as_user, QUOTA_UID, QUOTA_UID, hl.write_file, os.path.join(probe_dir, "f"),
+                         b"\0" * (2 * QUOTA_LIMIT))
+    s.require(outcome == "EDQUOT", f"{q.name} enforces a {QUOTA_LIMIT >> 20} MiB user quota "
+              f"(uid {QUOTA_UID} writing {2 * QUOTA_LIMIT >> 20} MiB gets EDQUOT)", f"got {outcome}")
+    hl.clear_dir(probe_dir)
+    os.rmdir(probe_dir)
+    os.sync()
+
     big = L.l(0, "big")
-    write_random(big, 8 * MiB, 3)
-    os.chown(big, 1000, 1000)
+    write_random(big, 2 * QUOTA_LIMIT, 3)
+    os.chown(big, QUOTA_UID, QUOTA_UID)
+    os.chmod(big, 0o640)
+    os.setxattr(big, "user.keep", b"1")
     lower_sha = hl.sha_file(big)
+    free_before = os.statvfs(q.fs).f_bavail * os.statvfs(q.fs).f_frsize
+    # setpriv execs strata-fs with CAP_SYS_RESOURCE gone from every set (root keeps the rest).
     wrapper = os.path.join(L.root, "strata-fs-nocap")
     with open(wrapper, "w") as f:
-        f.write(f"#!/bin/sh\nexec setpriv --bounding-set -sys_resource {ml.strata_fs()} \"$@\"\n")
+        f.write("#!/bin/sh\nexec setpriv --inh-caps=-sys_resource --bounding-set=-sys_resource "
+                f"{ml.strata_fs()} \"$@\"\n")
     os.chmod(wrapper, 0o755)
     L.mount = ov.mount_fuse(wrapper, L.lowers, L.upper, L.work, L.mnt)
+    caps = {p: cap_eff(p) for p in L.mount.pids}
+    s.require(caps and all(c is not None and not c & (1 << CAP_SYS_RESOURCE) for c in caps.values()),
+              "the daemon runs without CAP_SYS_RESOURCE", f"CapEff by pid: {caps}")
+
+    size = 2 * QUOTA_LIMIT
+    what = f"append to a {size >> 20} MiB lower file of uid {QUOTA_UID} with a {QUOTA_LIMIT >> 20} MiB user quota"
     outcome, _ = hl.call(hl.append_file, L.m("big"), b"X")
-    s.expect_eq(outcome, "EDQUOT", "append to an 8 MiB lower file of uid 1000 with a 4 MiB user quota")
-    s.expect(not os.path.lexists(L.u("big")), "no partial copy in the upper")
+    s.expect_eq(outcome, "EDQUOT", what)
+    s.expect(not os.path.lexists(L.u("big")), "no partial copy in the upper", repr(os.listdir(L.upper)))
     s.expect_eq(hl.work_leftovers(L.work), [], "nothing left in workdir/work")
+    os.sync()
+    free_after = os.statvfs(q.fs).f_bavail * os.statvfs(q.fs).f_frsize
+    s.expect(free_after >= free_before - 64 * 1024, "the space is given back",
+             f"free {free_after} < {free_before} before")
     s.expect_eq(hl.sha_file(L.m("big")), lower_sha, "the merged file is still the lower one")
+    st = os.lstat(L.m("big"))
+    s.expect_eq((st.st_size, stat.S_IMODE(st.st_mode), st.st_uid), (size, 0o640, QUOTA_UID), "its metadata")
+    s.expect_eq(ml.layer_of(L.m("big")), L.l(0), "served from the lower layer")
+    s.expect_eq(hl.call(hl.write_file, L.m("small"), b"fits\n")[0], "ok", "a small new file of root still fits")
+
+    q.set_limit(64 * MiB)
+    outcome, _ = hl.call(hl.append_file, L.m("big"), b"X")
+    s.expect_eq(outcome, "ok", "the same append once the quota is raised")
+    s.expect_eq(os.lstat(L.m("big")).st_size, size + 1, "size after the append")
+    with open(L.m("big"), "rb") as f:
+        f.seek(size - 4)
+        tail = f.read()
+    with open(big, "rb") as f:
+        f.seek(size - 4)
+        s.expect_eq(tail, f.read() + b"X", "the tail of the appended file")
+    s.expect_eq(os.getxattr(L.m("big"), "user.keep"), b"1", "xattr kept by the copy-up")
     L.umount()
-    hl.umount_quiet(u.fs)
+    s.expect_eq(hl.sha_file(big), lower_sha, "lower untouched")
+    st = os.lstat(L.u("big"))
+    s.expect_eq((st.st_size, st.st_uid), (size + 1, QUOTA_UID), "the upper copy after umount, charged to its owner")
 
 
 def main():
@@ -294,7 +496,7 @@ def main():
     s.run("b: tree copy-up running out of space midway", section_tree, s)
     s.run("c: plain writes fill the upper", section_plain_write, s)
     s.run("d: out of inodes: whiteouts and mkdir", section_inodes, s)
-    s.run("e: EDQUOT with tmpfs quotas", section_edquot, s)
+    s.run("e: EDQUOT with a user quota", section_edquot, s)
     s.finish()
 
 
