@@ -22,6 +22,8 @@ Upper and workdir live on a small tmpfs; the lower layer is on disk.
        - a tmpfs mounted -o quota (CONFIG_TMPFS_QUOTA) with a user block limit for uid 1000
        - an ext4 image (-O quota) loop-mounted -o usrquota,grpquota, same user limit (needs
          CONFIG_QUOTA and a quota format, CONFIG_QFMT_V2)
+       - a btrfs image, loop-mounted, upper+work in a subvolume whose qgroup is limited: not a
+         user quota but the kernel's other EDQUOT, for kernels with no quota format at all
      User limits are set with quotactl_fd(2). Before the daemon starts, uid 1000 itself writing
      past the limit must get EDQUOT: a quota that is only counted fails the section. Images live
      in the section's scratch directory and are unmounted, detached and removed on every exit
@@ -268,8 +270,8 @@ def section_inodes(s):
 
 # ------------------------------------------------------------------------------------------------
 # e: EDQUOT. The copy of a lower file is charged to the file's owner (QUOTA_UID): a user block quota
-# on the filesystem holding upper+work must stop it with EDQUOT. Root with CAP_SYS_RESOURCE ignores
-# quotas, so the daemon runs without that capability.
+# on the filesystem holding upper+work (or a btrfs qgroup limit) must stop it with EDQUOT. Root with
+# CAP_SYS_RESOURCE ignores user quotas, so the daemon runs without that capability.
 
 QUOTA_UID = 1000
 QUOTA_LIMIT = 4 * MiB
@@ -379,11 +381,48 @@ def _close_loop(mnt, image):
         pass
 
 
+class BtrfsQgroup:
+    """A btrfs image, loop-mounted, with upper+work in a subvolume whose qgroup has a limit: not a
+    user quota, but the kernel's other EDQUOT, for kernels with no quota format (CONFIG_QFMT_V2
+    off). Needs btrfs-progs."""
+
+    name = "btrfs image, qgroup limit on a subvolume"
+
+    def __init__(self, root):
+        for tool in ("mkfs.btrfs", "btrfs", "losetup"):
+            if not ml.have(tool):
+                raise QuotaUnavailable(f"{tool} is missing")
+        self.image = os.path.join(root, "quota-btrfs.img")
+        self.mnt = os.path.join(root, "quota-btrfs")
+        self.fs = os.path.join(self.mnt, "layers")
+        os.makedirs(self.mnt)
+        with open(self.image, "wb") as f:
+            f.truncate(256 * MiB)  # sparse; mkfs.btrfs wants more than 110 MiB
+        r = ml.run_quiet(["mkfs.btrfs", "-q", self.image])
+        if r.returncode != 0:
+            raise QuotaUnavailable(f"mkfs.btrfs failed: {hl.first_line(r.stderr)}")
+        r = ml.run_quiet(["mount", "-t", "btrfs", "-o", "loop", self.image, self.mnt])
+        if r.returncode != 0:
+            self.close()
+            raise QuotaUnavailable(f"a loop-mounted btrfs does not mount: {_kernel_says('BTRFS') or hl.first_line(r.stderr)}")
+        for cmd in (["btrfs", "quota", "enable", self.mnt], ["btrfs", "subvolume", "create", self.fs]):
+            r = ml.run_quiet(cmd)
+            if r.returncode != 0:
+                self.close()
+                raise QuotaUnavailable(f"{' '.join(cmd[:3])} failed: {hl.first_line(r.stderr)}")
+
+    def set_limit(self, nbytes):
+        subprocess.run(["btrfs", "qgroup", "limit", str(nbytes), self.fs], check=True)
+
+    def close(self):
+        _close_loop(self.mnt, self.image)
+
+
 def quota_fs(root):
     """The first way this machine offers to enforce a user block quota, or QuotaUnavailable
     naming why each one failed."""
     reasons = []
-    for kind in (TmpfsQuota, Ext4Quota):
+    for kind in (TmpfsQuota, Ext4Quota, BtrfsQgroup):
         try:
             return kind(root)
         except QuotaUnavailable as e:
@@ -432,7 +471,7 @@ def edquot_checks(s, L, q):
     os.chown(probe_dir, QUOTA_UID, QUOTA_UID)
     outcome, _ = hl.call(hl.as_user, QUOTA_UID, QUOTA_UID, hl.write_file, os.path.join(probe_dir, "f"),
                          b"\0" * (2 * QUOTA_LIMIT))
-    s.require(outcome == "EDQUOT", f"{q.name} enforces a {QUOTA_LIMIT >> 20} MiB user quota "
+    s.require(outcome == "EDQUOT", f"{q.name} enforces a {QUOTA_LIMIT >> 20} MiB quota "
               f"(uid {QUOTA_UID} writing {2 * QUOTA_LIMIT >> 20} MiB gets EDQUOT)", f"got {outcome}")
     hl.clear_dir(probe_dir)
     os.rmdir(probe_dir)
@@ -457,7 +496,7 @@ def edquot_checks(s, L, q):
               "the daemon runs without CAP_SYS_RESOURCE", f"CapEff by pid: {caps}")
 
     size = 2 * QUOTA_LIMIT
-    what = f"append to a {size >> 20} MiB lower file of uid {QUOTA_UID} with a {QUOTA_LIMIT >> 20} MiB user quota"
+    what = f"append to the {size >> 20} MiB lower file of uid {QUOTA_UID} under a {QUOTA_LIMIT >> 20} MiB quota"
     outcome, _ = hl.call(hl.append_file, L.m("big"), b"X")
     s.expect_eq(outcome, "EDQUOT", what)
     s.expect(not os.path.lexists(L.u("big")), "no partial copy in the upper", repr(os.listdir(L.upper)))
@@ -496,7 +535,7 @@ def main():
     s.run("b: tree copy-up running out of space midway", section_tree, s)
     s.run("c: plain writes fill the upper", section_plain_write, s)
     s.run("d: out of inodes: whiteouts and mkdir", section_inodes, s)
-    s.run("e: EDQUOT with a user quota", section_edquot, s)
+    s.run("e: EDQUOT from a quota on upper+work", section_edquot, s)
     s.finish()
 
 
