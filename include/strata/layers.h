@@ -50,6 +50,8 @@ class LayerStack {
   const std::string& xattr_prefix() const { return xattr_prefix_; }
   // Whether whiteouts can be written as character devices 0/0 (else `.wh.NAME` files).
   bool chardev_whiteouts() const { return chardev_whiteouts_; }
+  // Test hook: write `.wh.NAME` markers, as on an upper that refuses character devices.
+  void use_marker_whiteouts_for_test() { chardev_whiteouts_ = false; }
   bool volatile_mode() const { return volatile_mode_; }
 
   // Make `name` in `dirfd` a whiteout as a hard link of one shared character device 0/0 kept in

@@ -50,6 +50,9 @@ class AufsMarkerCache {
 
 // Whiteout `name` in the upper directory `dirfd` (the name must not exist there).
 Status make_whiteout(const LayerStack& stack, int dirfd, const char* name);
+// The `.wh.NAME` form, where char-device whiteouts can't be made; NAME itself may exist beside it
+// (the marker hides only the layers below).
+Status make_aufs_whiteout(int dirfd, std::string_view name);
 Status set_opaque(const LayerStack& stack, int fd);
 Status set_redirect(const LayerStack& stack, int fd, const std::string& path);
 // Names of the xattrs that are ours and never show through the mount.

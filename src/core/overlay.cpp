@@ -562,6 +562,7 @@ Status Overlay::whiteout_upper_entry(int up, const std::string& name) {
     // object in between, even across a crash.
     const std::string tmp = staging_name("whiteout");
     auto made = stack_->link_whiteout(work, tmp.c_str());
+    if (!made && ::mknodat(work, tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) made = {};
     if (made) {
       if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) {
         ::unlinkat(work, tmp.c_str(), 0);
@@ -571,8 +572,19 @@ Status Overlay::whiteout_upper_entry(int up, const std::string& name) {
     }
     if (made.error() != EPERM) return made;
   }
-  STRATA_TRY(remove_tree(up, name.c_str()));
-  return make_whiteout(*stack_, up, name.c_str());
+  // `.wh.` markers: the marker first (beside the entry it only hides the lower layers), then the
+  // entry goes in one step (a directory is moved into the staging dir and removed there): a
+  // crash in between leaves the old entry, never the lower object or a half-emptied directory.
+  STRATA_TRY(make_aufs_whiteout(up, name));
+  auto st = sys::fstatat(up, name.c_str());
+  if (!st) return st.error() == ENOENT ? Status{} : fail(st.error());
+  if (!S_ISDIR(st->st_mode)) {
+    if (::unlinkat(up, name.c_str(), 0) < 0 && errno != ENOENT) return fail_errno();
+    return {};
+  }
+  const std::string tmp = staging_name("rmdir");
+  STRATA_TRY(sys::renameat2(up, name.c_str(), work, tmp.c_str(), 0));
+  return remove_tree(work, tmp.c_str());
 }
 
 Status Overlay::empty_upper_dir(int up, const std::string& name) {

@@ -177,6 +177,13 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
         else detach_node_at(u2, n2, p2.get());
       }
       NodePtr replaced = dst->found ? node_of(p2, n2, *dst) : nullptr;
+      if (need_whiteout && !stack_->chardev_whiteouts()) {
+        // `.wh.` markers: the marker before the move (beside n1 it hides only the lower
+        // layers), so that no moment, and no crash, shows the lower n1 again.
+        STRATA_TRY(make_aufs_whiteout(u1, n1));
+        note_whiteout(p1, n1, ".wh. file, before the rename");
+        need_whiteout = false;
+      }
       unsigned rflags = need_whiteout && stack_->chardev_whiteouts() ? RENAME_WHITEOUT : 0;
       auto r = sys::renameat2(u1, n1.c_str(), u2, n2.c_str(), rflags);
       if (!r && rflags && r.error() == EINVAL) {

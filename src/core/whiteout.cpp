@@ -79,10 +79,14 @@ Status make_whiteout(const LayerStack& stack, int dirfd, const char* name) {
     if (::mknodat(dirfd, name, S_IFCHR | 0, makedev(0, 0)) == 0) return {};
     if (errno != EPERM) return fail_errno();
   }
+  return make_aufs_whiteout(dirfd, name);
+}
+
+Status make_aufs_whiteout(int dirfd, std::string_view name) {
   std::string marker(kAufsWhiteoutPrefix);
   marker.append(name);
   if (marker.size() > 255) return fail(ENAMETOOLONG);
-  auto fd = sys::openat(dirfd, marker.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0);
+  auto fd = sys::openat(dirfd, marker.c_str(), O_CREAT | O_WRONLY | O_NOFOLLOW, 0);
   if (!fd) return fail(fd.error());
   return {};
 }

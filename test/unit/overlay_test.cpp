@@ -731,3 +731,62 @@ TEST_CASE("the lookup trace tells why a name is hidden", "[overlay][whiteout]") 
   std::string log = test::read_file(t / "trace.log");
   CHECK_THAT(log, Catch::Contains("/gone") && Catch::Contains("hidden by whiteout in " + t / "lower1"));
 }
+
+TEST_CASE("without char-device whiteouts, .wh. markers replace entries in one step", "[overlay][whiteout]") {
+  TempDir t;
+  test::make_layers(t, 1);
+  write_file(t / "lower1/both", "lower");
+  write_file(t / "upper/both", "upper");
+  write_file(t / "lower1/d/x", "");
+  write_file(t / "lower1/lf", "lower file");
+  auto stack = test::open_stack(t, 1);
+  stack->use_marker_whiteouts_for_test();
+  Overlay ov(std::move(stack), nullptr);
+  REQUIRE_OK(ov.init());
+  const auto& root = ov.root();
+  auto work_is_empty = [&] { return test::names_in(t / "work/work").empty(); };
+
+  SECTION("an upper file over a lower one: the marker, and the entry gone") {
+    REQUIRE_OK(ov.unlink(root, "both"));
+    CHECK(exists(t / "upper/.wh.both"));
+    CHECK_FALSE(exists(t / "upper/both"));
+    CHECK(errname(ov.lookup(root, "both")) == "ENOENT");
+    CHECK(work_is_empty());
+  }
+  SECTION("a merged directory holding a marker: moved out whole, then removed") {
+    auto d = ov.lookup(root, "d");
+    REQUIRE_OK(d);
+    REQUIRE_OK(ov.unlink(d->node, "x"));
+    CHECK(exists(t / "upper/d/.wh.x"));
+    REQUIRE_OK(ov.rmdir(root, "d"));
+    CHECK(exists(t / "upper/.wh.d"));
+    CHECK_FALSE(exists(t / "upper/d"));
+    CHECK(errname(ov.lookup(root, "d")) == "ENOENT");
+    CHECK(work_is_empty());
+    CHECK(listing(ov, root) == Names{"both", "lf"});
+  }
+  // The marker comes first: when it can't be made (a name of 252+ bytes has no room for ".wh."),
+  // nothing has changed yet, and the lower object never shows through.
+  const std::string long_name(252, 'n');
+  SECTION("a marker that can't be made leaves the upper entry in place") {
+    write_file(t / ("lower1/" + long_name), "lower");
+    write_file(t / ("upper/" + long_name), "upper");
+    CHECK(errname(ov.unlink(root, long_name)) == "ENAMETOOLONG");
+    CHECK(test::read_file(t / ("upper/" + long_name)) == "upper");
+    REQUIRE_OK(ov.lookup(root, long_name));
+    CHECK(ov.layer_of(*ov.lookup(root, long_name)->node) == 0);
+  }
+  SECTION("a rename whose marker can't be made moves nothing") {
+    write_file(t / ("lower1/" + long_name), "lower");
+    CHECK(errname(ov.rename(root, long_name, root, "nf", 0)) == "ENAMETOOLONG");
+    CHECK(errname(ov.lookup(root, "nf")) == "ENOENT");
+    REQUIRE_OK(ov.lookup(root, long_name));
+  }
+  SECTION("a renamed lower file: the marker at the old name") {
+    REQUIRE_OK(ov.rename(root, "lf", root, "nf", 0));
+    CHECK(exists(t / "upper/.wh.lf"));
+    CHECK(test::read_file(t / "upper/nf") == "lower file");
+    CHECK(errname(ov.lookup(root, "lf")) == "ENOENT");
+    CHECK(listing(ov, root) == Names{"both", "d", "nf"});
+  }
+}
