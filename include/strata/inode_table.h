@@ -4,7 +4,7 @@
 #pragma once
 #include <functional>
 #include <mutex>
-#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "strata/node.h"
@@ -28,10 +28,22 @@ class InodeTable {
   size_t size() const;
 
  private:
-  void orphan_locked(std::unordered_map<NodeKey, NodePtr, NodeKeyHash>::iterator it);
+  // The nodes, found by the key each one carries (Node::key): a set rather than a map saves a
+  // copy of the key per node, and the daemon's memory grows with the nodes the kernel holds. A
+  // node's key changes only while it is out of the set (erase, change, insert).
+  struct ByKey {
+    using is_transparent = void;
+    size_t operator()(const NodePtr& n) const noexcept { return NodeKeyHash()(n->key); }
+    size_t operator()(const NodeKey& k) const noexcept { return NodeKeyHash()(k); }
+    bool operator()(const NodePtr& a, const NodePtr& b) const noexcept { return a->key == b->key; }
+    bool operator()(const NodeKey& a, const NodePtr& b) const noexcept { return a == b->key; }
+    bool operator()(const NodePtr& a, const NodeKey& b) const noexcept { return a->key == b; }
+  };
+  using Set = std::unordered_set<NodePtr, ByKey, ByKey>;
+  void orphan_locked(Set::iterator it);
 
   mutable std::mutex mu_;
-  std::unordered_map<NodeKey, NodePtr, NodeKeyHash> nodes_;
+  Set nodes_;
 };
 
 }  // namespace strata

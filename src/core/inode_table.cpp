@@ -11,17 +11,17 @@ NodeKey orphan_key(const Node* node) { return NodeKey{0, 0, node, "(unhashed)"};
 
 }  // namespace
 
-void InodeTable::orphan_locked(std::unordered_map<NodeKey, NodePtr, NodeKeyHash>::iterator it) {
-  NodePtr keep = std::move(it->second);
+void InodeTable::orphan_locked(Set::iterator it) {
+  NodePtr keep = *it;
   nodes_.erase(it);
   keep->key = orphan_key(keep.get());
-  nodes_[keep->key] = std::move(keep);
+  nodes_.insert(std::move(keep));
 }
 
 NodePtr InodeTable::intern(const NodeKey& key, mode_t type, const std::function<NodePtr()>& make) {
   std::lock_guard lock(mu_);
   auto it = nodes_.find(key);
-  if (it != nodes_.end() && (it->second->type & S_IFMT) != (type & S_IFMT)) {
+  if (it != nodes_.end() && ((*it)->type & S_IFMT) != (type & S_IFMT)) {
     // The inode number was reused by an object of another type: the old node is stale.
     orphan_locked(it);
     it = nodes_.end();
@@ -29,10 +29,10 @@ NodePtr InodeTable::intern(const NodeKey& key, mode_t type, const std::function<
   if (it == nodes_.end()) {
     NodePtr node = make();
     node->key = key;
-    it = nodes_.emplace(key, std::move(node)).first;
+    it = nodes_.insert(std::move(node)).first;
   }
-  it->second->nlookup.fetch_add(1, std::memory_order_relaxed);
-  return it->second;
+  (*it)->nlookup.fetch_add(1, std::memory_order_relaxed);
+  return *it;
 }
 
 void InodeTable::forget(Node* node, uint64_t n) {
@@ -41,39 +41,39 @@ void InodeTable::forget(Node* node, uint64_t n) {
   if (before > n) return;
   node->nlookup.store(0, std::memory_order_relaxed);
   auto it = nodes_.find(node->key);
-  if (it != nodes_.end() && it->second.get() == node) nodes_.erase(it);
+  if (it != nodes_.end() && it->get() == node) nodes_.erase(it);
 }
 
 void InodeTable::rekey(Node* node, const NodeKey& key) {
   std::lock_guard lock(mu_);
   auto it = nodes_.find(node->key);
-  if (it == nodes_.end() || it->second.get() != node) {
+  if (it == nodes_.end() || it->get() != node) {
     node->key = key;
     return;
   }
-  NodePtr keep = std::move(it->second);
+  NodePtr keep = *it;
   nodes_.erase(it);
   if (auto other = nodes_.find(key); other != nodes_.end()) orphan_locked(other);
   keep->key = key;
-  nodes_[key] = std::move(keep);
+  nodes_.insert(std::move(keep));
 }
 
 void InodeTable::unhash(Node* node) {
   std::lock_guard lock(mu_);
   auto it = nodes_.find(node->key);
-  if (it != nodes_.end() && it->second.get() == node) orphan_locked(it);
+  if (it != nodes_.end() && it->get() == node) orphan_locked(it);
 }
 
 NodePtr InodeTable::find(const NodeKey& key) const {
   std::lock_guard lock(mu_);
   auto it = nodes_.find(key);
-  return it == nodes_.end() ? nullptr : it->second;
+  return it == nodes_.end() ? nullptr : *it;
 }
 
 std::vector<NodePtr> InodeTable::directories() const {
   std::lock_guard lock(mu_);
   std::vector<NodePtr> out;
-  for (const auto& [key, node] : nodes_)
+  for (const auto& node : nodes_)
     if (node->is_dir()) out.push_back(node);
   return out;
 }
