@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/small_mutex.h"
 #include "strata/unique_fd.h"
 
 namespace strata {
@@ -70,37 +71,44 @@ struct NodeKeyHash {
   }
 };
 
+// The state only directory nodes have. dirs, lower_path and opaque_layer are guarded by the
+// node's mu.
+struct DirState {
+  // What the names in this directory refer to. A lookup holds it shared from its stat of the
+  // layers to filing the node under that name; whatever changes the object behind a name
+  // (create, unlink, rename, the rename that places a copy-up) holds it exclusively. The kernel
+  // does not serialise these for us (dentry revalidation and copy-ups triggered by open or
+  // setxattr run outside its directory locks), and without it a lookup could file a node under a
+  // name that meanwhile holds another object: a later GETATTR then answers with the wrong type
+  // and the kernel marks the inode bad (EIO).
+  std::shared_mutex names_mu;
+  std::vector<DirLayer> dirs;  // contributing layers, upper first
+  std::string lower_path;      // where the lower parts live, from the layer roots
+  int opaque_layer = -1;       // the layer whose opaque marker cut the merge
+};
+
 struct Node : std::enable_shared_from_this<Node> {
   Node(mode_t type_, uint64_t ino_)
-      : type(type_), ino(ino_), names_mu_(S_ISDIR(type_) ? std::make_unique<std::shared_mutex>() : nullptr) {}
+      : type(type_), ino(ino_), dir_(S_ISDIR(type_) ? std::make_unique<DirState>() : nullptr) {}
   bool is_dir() const { return S_ISDIR(type); }
-  // See names_mu_ (directories only; a non-directory never is a parent).
-  std::shared_mutex& names_mu() const { return names_mu_ ? *names_mu_ : unused_names_mu; }
+  // See DirState::names_mu (a non-directory never is a parent).
+  std::shared_mutex& names_mu() const { return dir_ ? dir_->names_mu : unused_names_mu; }
+  static inline std::shared_mutex unused_names_mu;
 
   const mode_t type;   // S_IFMT bits; a name that changes type gets a new node
   // st_ino shown for this node: kept across copy-up, except for a lower file with several
   // links, whose copied name becomes a file of its own (as in the kernel overlay).
   std::atomic<uint64_t> ino;
   std::atomic<uint64_t> nlookup{0};
-  // Directories: what the names in this directory refer to. A lookup holds it shared from its
-  // stat of the layers to filing the node under that name; whatever changes the object behind a
-  // name (create, unlink, rename, the rename that places a copy-up) holds it exclusively. The
-  // kernel does not serialise these for us (dentry revalidation and copy-ups triggered by open or
-  // setxattr run outside its directory locks), and without it a lookup could file a node under a
-  // name that meanwhile holds another object: a later GETATTR then answers with the wrong type
-  // and the kernel marks the inode bad (EIO).
-  // Allocated for directories only: most nodes are files, and the daemon's memory grows with
-  // the nodes the kernel holds.
-  const std::unique_ptr<std::shared_mutex> names_mu_;
-  static inline std::shared_mutex unused_names_mu;
+  // What only directories have (allocated for them only: most nodes are files, and the daemon's
+  // memory grows with the nodes the kernel holds). Null for other nodes.
+  const std::unique_ptr<DirState> dir_;
+  DirState& dir() const { return *dir_; }  // directories only
 
-  mutable std::mutex mu;  // guards everything below
+  mutable SmallMutex mu;  // guards everything below (a leaf lock: see above)
   NodePtr parent;         // null for the root
   std::string name;       // the name in parent this node was last reached by
   int layer = -1;         // layer of the top object (0 = upper)
-  std::vector<DirLayer> dirs;  // directories only: contributing layers, upper first
-  std::string lower_path;      // directories only: where their lower parts live, from the layer roots
-  int opaque_layer = -1;       // directories only: the layer whose opaque marker cut the merge
   // Non-directories whose known name was removed: an O_PATH fd. Set once, never replaced or
   // closed while the node lives: locate() hands out the raw number without holding mu.
   UniqueFd detached;

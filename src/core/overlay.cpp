@@ -41,8 +41,8 @@ Status Overlay::init() {
   const auto& top = res->dirs.front();
   root_ = std::make_shared<Node>(S_IFDIR, presented_ino_of(*stack_, top.layer, top.fd.get(), "", res->st));
   root_->layer = res->layer;
-  root_->opaque_layer = res->opaque_layer;
-  root_->dirs = std::move(res->dirs);
+  root_->dir().opaque_layer = res->opaque_layer;
+  root_->dir().dirs = std::move(res->dirs);
   root_->nlookup = 1;
   return {};
 }
@@ -73,21 +73,21 @@ std::string Overlay::child_path(const Node& parent, std::string_view name) const
 
 int Overlay::layer_of(const Node& node) const {
   std::lock_guard lock(node.mu);
-  return node.is_dir() ? (node.dirs.empty() ? -1 : node.dirs.front().layer) : node.layer;
+  return node.is_dir() ? (node.dir().dirs.empty() ? -1 : node.dir().dirs.front().layer) : node.layer;
 }
 
 DirView Overlay::view_of(const Node& dir) const {
   DirView view;
   std::lock_guard lock(dir.mu);
-  view.layers.reserve(dir.dirs.size());
-  for (const auto& d : dir.dirs) view.layers.push_back({d.layer, d.fd.get(), d.markers.get()});
-  view.lower_path = dir.lower_path;
+  view.layers.reserve(dir.dir().dirs.size());
+  for (const auto& d : dir.dir().dirs) view.layers.push_back({d.layer, d.fd.get(), d.markers.get()});
+  view.lower_path = dir.dir().lower_path;
   return view;
 }
 
 int Overlay::upper_fd_of(const Node& dir) const {
   std::lock_guard lock(dir.mu);
-  return !dir.dirs.empty() && dir.dirs.front().layer == 0 ? dir.dirs.front().fd.get() : -1;
+  return !dir.dir().dirs.empty() && dir.dir().dirs.front().layer == 0 ? dir.dir().dirs.front().fd.get() : -1;
 }
 
 Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) const {
@@ -96,9 +96,9 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) c
     {
       std::lock_guard lock(node->mu);
       if (node->is_dir()) {
-        if (node->dirs.empty()) return fail(ESTALE);
-        loc.dirfd = node->dirs.front().fd.get();
-        loc.layer = node->dirs.front().layer;
+        if (node->dir().dirs.empty()) return fail(ESTALE);
+        loc.dirfd = node->dir().dirs.front().fd.get();
+        loc.layer = node->dir().dirs.front().layer;
         return loc;
       }
       loc.layer = node->layer;
@@ -117,7 +117,7 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) c
       if (node->detached || node->parent != loc.keep || node->name != loc.name || node->layer != loc.layer) continue;
     }
     std::lock_guard lock(loc.keep->mu);
-    for (const auto& d : loc.keep->dirs)
+    for (const auto& d : loc.keep->dir().dirs)
       if (d.layer == loc.layer) {
         loc.dirfd = d.fd.get();
         return loc;
@@ -137,7 +137,7 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     int dirfd = -1;
     {
       std::lock_guard lock(parent->mu);
-      for (const auto& d : parent->dirs)
+      for (const auto& d : parent->dir().dirs)
         if (d.layer == res.layer) dirfd = d.fd.get();
     }
     std::string n(name);
@@ -156,9 +156,11 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     n->parent = parent;
     n->name = name;
     n->layer = res.layer;
-    n->dirs = std::move(res.dirs);
-    n->lower_path = std::move(res.lower_path);
-    n->opaque_layer = res.opaque_layer;
+    if (n->is_dir()) {
+      n->dir().dirs = std::move(res.dirs);
+      n->dir().lower_path = std::move(res.lower_path);
+      n->dir().opaque_layer = res.opaque_layer;
+    }
     return n;
   });
   struct stat attr = st;
@@ -169,7 +171,7 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
       node->name = name;
     }
     attr.st_ino = node->ino;
-    if (is_dir && node->dirs.size() > 1) attr.st_nlink = 1;  // as the kernel: merged dirs show 1
+    if (is_dir && node->dir().dirs.size() > 1) attr.st_nlink = 1;  // as the kernel: merged dirs show 1
   }
   present(attr);
   return Entry{std::move(node), attr};
@@ -203,7 +205,7 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
     int opaque_layer;
     {
       std::lock_guard lock(parent->mu);
-      opaque_layer = parent->opaque_layer;
+      opaque_layer = parent->dir().opaque_layer;
     }
     if (res->found) {
       answered = res->layer;
@@ -235,7 +237,7 @@ Result<struct stat> Overlay::getattr(const NodePtr& node) {
   st->st_ino = node->ino;
   if (node->is_dir()) {
     std::lock_guard lock(node->mu);
-    if (node->dirs.size() > 1) st->st_nlink = 1;
+    if (node->dir().dirs.size() > 1) st->st_nlink = 1;
   }
   present(*st);
   return st;
@@ -249,7 +251,7 @@ Result<std::string> Overlay::readlink(const NodePtr& node) {
 
 bool Overlay::in_upper(const Node& node) const {
   std::lock_guard lock(node.mu);
-  return node.is_dir() ? (!node.dirs.empty() && node.dirs.front().layer == 0) : node.layer == 0;
+  return node.is_dir() ? (!node.dir().dirs.empty() && node.dir().dirs.front().layer == 0) : node.layer == 0;
 }
 
 void Overlay::retire_node(const NodePtr& node) {
@@ -311,7 +313,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   auto in_upper = [&] {
     std::lock_guard lock(node->mu);
     parent = node->parent;
-    return node->is_dir() ? (!node->dirs.empty() && node->dirs.front().layer == 0) : node->layer == 0;
+    return node->is_dir() ? (!node->dir().dirs.empty() && node->dir().dirs.front().layer == 0) : node->layer == 0;
   };
   if (in_upper()) return {};
   if (!parent) return fail(EIO);  // the root is always in the upper of a writable mount
@@ -378,7 +380,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
       auto fd = sys::openat(upper_parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       if (!fd) return fail(fd.error());
       std::lock_guard lock(node->mu);
-      node->dirs.insert(node->dirs.begin(), DirLayer{0, std::move(*fd), nullptr});
+      node->dir().dirs.insert(node->dir().dirs.begin(), DirLayer{0, std::move(*fd), nullptr});
       node->layer = 0;
     } else {
       std::lock_guard lock(node->mu);

@@ -29,9 +29,9 @@ Status Overlay::mark_dir_for_move(const NodePtr& dir, const NodePtr& new_parent,
   std::string lower_path;
   {
     std::lock_guard lock(dir->mu);
-    fd = dir->dirs.front().fd.get();
-    has_lower = dir->dirs.size() > 1;
-    lower_path = dir->lower_path;
+    fd = dir->dir().dirs.front().fd.get();
+    has_lower = dir->dir().dirs.size() > 1;
+    lower_path = dir->dir().lower_path;
   }
   if (has_lower) {
     // The kernel refuses redirects longer than its redirect_max (256): the same EXDEV here keeps
