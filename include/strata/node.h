@@ -59,14 +59,19 @@ struct NodeKey {
   dev_t dev = 0;
   ino_t ino = 0;
   const Node* parent = nullptr;
-  std::string name;
-  bool operator==(const NodeKey&) const = default;
+  // Only for the per-name keys of lower hard links, so shared and rarely set: a std::string here
+  // would cost 32 bytes on every node.
+  std::shared_ptr<const std::string> name;
+  bool operator==(const NodeKey& o) const {
+    return dev == o.dev && ino == o.ino && parent == o.parent &&
+           (name == o.name || (name && o.name && *name == *o.name));
+  }
 };
 
 struct NodeKeyHash {
   size_t operator()(const NodeKey& k) const noexcept {
     size_t h = std::hash<uint64_t>()(k.ino) ^ (std::hash<uint64_t>()(k.dev) << 1);
-    if (k.parent) h ^= std::hash<const void*>()(k.parent) ^ std::hash<std::string>()(k.name);
+    if (k.parent) h ^= std::hash<const void*>()(k.parent) ^ (k.name ? std::hash<std::string>()(*k.name) : 0);
     return h;
   }
 };

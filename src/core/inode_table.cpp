@@ -7,7 +7,7 @@ namespace {
 // A node that no longer answers to its key but may still be held by the kernel (lookups not
 // yet forgotten) is filed under a key of its own, so that the table keeps it alive until the
 // kernel's FORGET: dropping it earlier would free memory the kernel's nodeid still points to.
-NodeKey orphan_key(const Node* node) { return NodeKey{0, 0, node, "(unhashed)"}; }
+NodeKey orphan_key(const Node* node) { return NodeKey{0, 0, node, nullptr}; }
 
 }  // namespace
 

@@ -144,10 +144,10 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     ino = dirfd >= 0 ? presented_ino_of(*stack_, res.layer, dirfd, n.c_str(), st)
                      : stack_->presented_ino(st.st_dev, st.st_ino);
   }
-  NodeKey key{st.st_dev, st.st_ino, nullptr, {}};
+  NodeKey key{st.st_dev, st.st_ino, nullptr, nullptr};
   if (!is_dir && res.layer != 0 && st.st_nlink > 1) {  // lower hard links: one node per name
     key.parent = parent.get();
-    key.name = name;
+    key.name = std::make_shared<const std::string>(name);
   }
   bool created = false;
   NodePtr node = table_.intern(key, st.st_mode, [&] {
@@ -387,7 +387,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
       node->layer = 0;
     }
     if (breaks_link) node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
-    table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, {}});
+    table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, nullptr});
   }
   if (breaks_link && on_listing_changed) on_listing_changed(parent.get());  // its d_ino changed
   stats_.copyups.fetch_add(1, std::memory_order_relaxed);
@@ -546,7 +546,7 @@ Result<std::pair<Entry, UniqueFd>> Overlay::create(const NodePtr& parent, std::s
 void Overlay::detach_node_at(int upper_dirfd, const std::string& name, const Node* parent) {
   auto st = sys::fstatat(upper_dirfd, name.c_str());
   if (!st) return;
-  NodePtr node = table_.find(NodeKey{st->st_dev, st->st_ino, nullptr, {}});
+  NodePtr node = table_.find(NodeKey{st->st_dev, st->st_ino, nullptr, nullptr});
   if (!node) return;
   std::lock_guard lock(node->mu);
   if (node->is_dir()) {
@@ -665,10 +665,10 @@ Status Overlay::remove_entry(const NodePtr& parent, std::string_view name_view, 
   const bool need_whiteout = lower_has_name(*stack_, view_of(*parent), name);
 
   // The node for this name, if the kernel holds one: it leaves the tree.
-  NodeKey key{res->st.st_dev, res->st.st_ino, nullptr, {}};
+  NodeKey key{res->st.st_dev, res->st.st_ino, nullptr, nullptr};
   if (!is_dir && res->layer != 0 && res->st.st_nlink > 1) {
     key.parent = parent.get();
-    key.name = name;
+    key.name = std::make_shared<const std::string>(name);
   }
   NodePtr node = table_.find(key);
 

@@ -12,10 +12,10 @@
 namespace strata {
 
 NodePtr Overlay::node_of(const NodePtr& parent, std::string_view name, const Resolution& res) const {
-  NodeKey key{res.st.st_dev, res.st.st_ino, nullptr, {}};
+  NodeKey key{res.st.st_dev, res.st.st_ino, nullptr, nullptr};
   if (!S_ISDIR(res.st.st_mode) && res.layer != 0 && res.st.st_nlink > 1) {
     key.parent = parent.get();
-    key.name = name;
+    key.name = std::make_shared<const std::string>(name);
   }
   return table_.find(key);
 }
