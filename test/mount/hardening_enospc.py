@@ -38,6 +38,7 @@ import random
 import stat
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.environ.get("STRATA_SRC") or
                                 os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -215,7 +216,16 @@ def section_plain_write(s):
         s.expect_eq(err, "ENOSPC", f"[{tag}] writing past the end of the upper's space fails with ENOSPC "
                     f"(after {written >> 10} KiB)")
         s.expect_eq(hl.call(os.unlink, L.m("filler"))[0], "ok", f"[{tag}] unlink of the filler")
-        s.expect_eq(hl.call(hl.write_file, L.m("after"), b"room again\n")[0], "ok", f"[{tag}] writes work again")
+        # The kernel sends RELEASE (the filler's close) and FORGET (its last reference) without
+        # waiting for them: until the daemon has processed both it holds the unlinked file open,
+        # and its space is not free yet. Wait for that, boundedly, as a user would see it.
+        deadline = time.monotonic() + 5
+        while True:
+            outcome = hl.call(hl.write_file, L.m("after"), b"room again\n")[0]
+            if outcome != "ENOSPC" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        s.expect_eq(outcome, "ok", f"[{tag}] writes work again (once the daemon got the filler's release)")
         L.umount()
         hl.umount_quiet(u.fs)
 
