@@ -8,8 +8,8 @@
 // still holds it gets an O_PATH fd ("detached") first.
 //
 // Lock order: a node's copy-up lock (Overlay::copy_up_lock, never two at once); then names_mu
-// (one directory's, or two taken together in address order by a rename; never a copy-up while
-// one is held); Node::mu is a leaf (never held while taking another lock or doing I/O beyond an
+// (one directory's, or two taken together by std::lock in a rename; never a copy-up while one is
+// held); Node::mu is a leaf (never held while taking another lock or doing I/O beyond an
 // fd copy); InodeTable's mutex is a leaf too.
 #pragma once
 #include <sys/stat.h>
@@ -117,7 +117,7 @@ struct Node : std::enable_shared_from_this<Node> {
   // Non-directories whose known name was removed: an O_PATH fd. Set once, never replaced or
   // closed while the node lives: locate() hands out the raw number without holding mu.
   UniqueFd detached;
-  NodeKey key;
+  NodeKey key;            // (guarded by the InodeTable's mutex, not mu)
   bool unlinked = false;  // removed from the merged tree (open files may still use it)
 };
 
