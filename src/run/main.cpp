@@ -112,7 +112,8 @@ Layout preflight(RunConfig& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  sigset_t original_mask = block_handled_signals();
   RunConfig cfg = parse_command_line(argc, argv);
   Layout layout = preflight(cfg);
-  return supervise(cfg, layout);
+  return supervise(cfg, layout, original_mask);
 }

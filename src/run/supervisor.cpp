@@ -249,11 +249,22 @@ struct Forwarder {
 
 }  // namespace
 
-int supervise(const RunConfig& cfg, const Layout& layout) {
-  sigset_t handled = signal_set({SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH, SIGTSTP,
-                                 SIGTTIN, SIGTTOU, SIGCHLD});
+namespace {
+sigset_t handled_signals() {
+  return signal_set({SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH, SIGTSTP, SIGTTIN,
+                     SIGTTOU, SIGCHLD});
+}
+}  // namespace
+
+sigset_t block_handled_signals() {
+  sigset_t handled = handled_signals();
   sigset_t original;
   ::sigprocmask(SIG_BLOCK, &handled, &original);
+  return original;
+}
+
+int supervise(const RunConfig& cfg, const Layout& layout, const sigset_t& original) {
+  sigset_t handled = handled_signals();
   UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sigfd) die(fmt::format("signalfd: {}", errno_text(errno)));
 

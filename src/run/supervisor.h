@@ -15,6 +15,8 @@
 // Death of a parent is passed down with PR_SET_PDEATHSIG (holder: SIGTERM, cleans up; daemon:
 // SIGTERM, unmounts; container: SIGKILL), so a SIGKILLed strata-run leaves no mount and no daemon.
 #pragma once
+#include <signal.h>
+
 #include <string>
 
 #include "cli.h"
@@ -31,7 +33,13 @@ struct Layout {
   std::string console;     // the caller's terminal (stdin's), bound on /dev/console; or empty
 };
 
-// Runs the container; returns the exit status for strata-run.
-int supervise(const RunConfig& cfg, const Layout& layout);
+// Blocks the signals the supervisor handles and returns the mask from before. Called first thing in
+// main(): a signal that comes while the preflight makes the scratch directory then stays pending
+// until supervise() reads it, and the scratch directory is removed on the way out instead of left.
+sigset_t block_handled_signals();
+
+// Runs the container; returns the exit status for strata-run. `original_mask` is what
+// block_handled_signals() returned: what the daemon and the command get back.
+int supervise(const RunConfig& cfg, const Layout& layout, const sigset_t& original_mask);
 
 }  // namespace strata::run

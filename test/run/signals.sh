@@ -82,6 +82,33 @@ signal_checks
 MODE=(--init)
 signal_checks
 
+# SIGTERM at a random point of the first milliseconds (argument parsing, the preflight making the
+# scratch directory, namespaces being created): always 143, and never a scratch directory left in
+# TMPDIR. Before strata-run blocked its signals first thing, about 1 run in 30 left one.
+MODE=()
+bad_status=0 leftovers=0
+for ((round = 0; round < 40; round++)); do
+  run sleep 30 &
+  pid=$!
+  for ((i = 0; i < 400; i++)); do
+    [[ $(readlink "/proc/$pid/exe") == */strata-run ]] && break
+  done
+  for ((i = 0; i < RANDOM % 8 * 25; i++)); do :; done
+  kill -TERM "$pid"
+  wait "$pid"
+  (($? == 143)) || bad_status=$((bad_status + 1))
+  for ((i = 0; i < 100; i++)); do  # the holder removes the scratch directory after the daemon is gone
+    [[ -z $(ls -A "$WORK/tmp") ]] && break
+    sleep 0.01
+  done
+  if [[ -n $(ls -A "$WORK/tmp") ]]; then
+    leftovers=$((leftovers + 1))
+    rm -rf "${WORK:?}/tmp/"*
+  fi
+done
+expect 'SIGTERM at random early points, 40 rounds: exit status other than 143' 0 "$bad_status"
+expect 'SIGTERM at random early points, 40 rounds: scratch directories left' 0 "$leftovers"
+
 sleep 0.2
 check_nothing_left "$WORK" "$WORK/tmp"
 summary
