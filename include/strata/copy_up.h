@@ -32,6 +32,10 @@ struct CopyUpRequest {
   int dst_dirfd = -1;          // upper directory to place the copy in
   std::string dst_name;
   bool with_data = true;       // false: an O_TRUNC open or truncate to 0 follows, skip the data
+  // Metadata only (metacopy=on): the copy gets the source's size as a hole and the metacopy
+  // marker; the data stays in the source until complete_metacopy. No fsync: there is no data
+  // to lose, and a copy the crash took reads as the lower file again.
+  bool metadata_only = false;
   uint64_t presented_ino = 0;  // recorded so st_ino survives the copy-up (0: don't record)
 };
 

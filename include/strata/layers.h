@@ -53,6 +53,9 @@ class LayerStack {
   // Test hook: write `.wh.NAME` markers, as on an upper that refuses character devices.
   void use_marker_whiteouts_for_test() { chardev_whiteouts_ = false; }
   bool volatile_mode() const { return volatile_mode_; }
+  // Whether metadata-only copy-ups are made (metacopy=on). Metacopy files already in the upper
+  // are read right either way.
+  bool metacopy() const { return metacopy_; }
 
   // Make `name` in `dirfd` a whiteout as a hard link of one shared character device 0/0 kept in
   // the staging dir (the kernel overlay shares its whiteout inode the same way): a link costs far
@@ -73,6 +76,7 @@ class LayerStack {
   std::string xattr_prefix_ = "trusted.";
   bool chardev_whiteouts_ = true;
   bool volatile_mode_ = false;
+  bool metacopy_ = false;
   mutable std::mutex whiteout_mu_;  // making or replacing the shared whiteout
   mutable std::mutex dev_mu_;
   mutable std::unordered_map<dev_t, uint64_t> dev_index_;

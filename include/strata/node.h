@@ -114,6 +114,9 @@ struct Node : std::enable_shared_from_this<Node> {
   NodePtr parent;         // null for the root
   std::string name;       // the name in parent this node was last reached by
   int layer = -1;         // layer of the top object (0 = upper)
+  // A metacopy file (upper holds the attributes only): the lower layer whose file of the same
+  // name holds the data; -1 otherwise. Cleared when the data is copied up (complete_metacopy).
+  int data_layer = -1;
   // Non-directories whose known name was removed: an O_PATH fd. Set once, never replaced or
   // closed while the node lives: locate() hands out the raw number without holding mu.
   UniqueFd detached;

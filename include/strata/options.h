@@ -16,6 +16,9 @@ struct MountOptions {
   std::string workdir;
   double timeout = 86400;              // kernel entry/attr cache, seconds
   bool volatile_mode = false;          // skip fsync (podman's `volatile`, fuse-overlayfs' fsync=0)
+  // Metadata-only copy-up (the kernel's metacopy=on): chmod, chown, touch -m/-a by path and
+  // xattr changes of a lower file copy its attributes, not its data, until it is opened for writing.
+  bool metacopy = false;
   bool debug = false;
   bool read_only = false;              // `ro`
   std::string trace;                   // trace categories ("all", "lookup+copyup", ...)

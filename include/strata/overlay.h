@@ -107,6 +107,9 @@ class Overlay {
 
   // Whether the node's top object is in the upper layer.
   bool in_upper(const Node& node) const;
+  // Whether its data is too: false for a metacopy file, whose data is still the lower file's.
+  // What open files are bound to (passthrough, reads that follow a copy-up) depends on this.
+  bool data_in_upper(const Node& node) const;
   // Let the object behind `node` get a fresh node (a new nodeid for the kernel) at its next
   // lookup: the old one stays valid for what already holds it (open files). Used when the file
   // an inode's open files are bound to must change (copy-up under kernel passthrough).
@@ -116,8 +119,12 @@ class Overlay {
   // see stays consistent: the old data and the old attributes.
   Status copy_up_and_split(const NodePtr& node, bool with_data);
 
-  // Make sure `node` (and all its ancestors) exist in the upper layer.
+  // Make sure `node` (and all its ancestors) exist in the upper layer, data included (a
+  // metacopy file gets its data: see complete_metacopy).
   Status copy_up(const NodePtr& node, bool with_data = true);
+  // The same for a change of attributes only (chmod, chown, utimes, xattrs): with metacopy=on a
+  // lower regular file gets a metadata-only copy (the kernel's metacopy format); else copy_up.
+  Status copy_up_metadata(const NodePtr& node);
 
   // Called when the daemon changed what getattr shows for a node behind the kernel's back (a
   // directory copied up becomes merged: its nlink changes): the adapter invalidates its cache.
@@ -140,10 +147,17 @@ class Overlay {
   // `hold_name`: take the parent's names lock (see Location). Callers that will take a names
   // lock themselves while the Location lives pass false; they must know the name is stable
   // (a lower object under its copy-up lock, or an inode the kernel has locked).
-  Result<Location> locate(const NodePtr& node, bool hold_name = true) const;
+  // `for_data`: where the file's data is (differs from the top object for a metacopy file).
+  Result<Location> locate(const NodePtr& node, bool hold_name = true, bool for_data = false) const;
+  Status copy_up_impl(const NodePtr& node, bool with_data, bool metadata_only);
+  // Copy the data of a metacopy file into its upper file, in place: the marker goes last, so a
+  // crash before it leaves a file that still reads as the lower one (the kernel's order).
+  Status complete_metacopy(const NodePtr& node, bool with_data);
+  // For a lookup that found a metacopy file in the upper: the layer and stat of its data file.
+  Result<std::pair<int, struct stat>> metacopy_data(const DirView& parent, std::string_view name) const;
   DirView view_of(const Node& dir) const;
   int upper_fd_of(const Node& dir) const;  // -1 if not in the upper
-  Result<Entry> intern(const NodePtr& parent, std::string_view name, Resolution&& res);
+  Result<Entry> intern(const NodePtr& parent, std::string_view name, Resolution&& res, int data_layer = -1);
   // lookup with parent->names_mu already held (shared or exclusive) by the caller.
   Result<Entry> lookup_locked(const NodePtr& parent, std::string_view name, int first_lower = 0);
   NodePtr node_of(const NodePtr& parent, std::string_view name, const Resolution& res) const;

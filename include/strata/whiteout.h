@@ -55,6 +55,14 @@ Status make_whiteout(const LayerStack& stack, int dirfd, const char* name);
 Status make_aufs_whiteout(int dirfd, std::string_view name);
 Status set_opaque(const LayerStack& stack, int fd);
 Status set_redirect(const LayerStack& stack, int fd, const std::string& path);
+// Metacopy (the kernel's metacopy=on format): a regular file of the upper with the xattr
+// overlay.metacopy holds the attributes only; its data is the file of the same name in the lower
+// layers. The value is empty (or, from newer kernels, a versioned digest we do not check).
+// `dirfd`+`name` as for fstatat; name "" means dirfd itself.
+bool has_metacopy(int dirfd, const char* name);
+Status set_metacopy(const LayerStack& stack, int fd);
+Status clear_metacopy(int fd);  // both namespaces; absent is fine
+
 // Names of the xattrs that are ours and never show through the mount.
 bool is_private_xattr(std::string_view attr);
 

@@ -173,7 +173,10 @@ Result<StagedCopy> stage_copy_up(const LayerStack& stack, const CopyUpRequest& r
       auto fd = sys::openat(work, tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0600);
       if (!fd) return fail(fd.error());
       data_fd = std::move(*fd);
-      if (req.with_data && st.st_size > 0) {
+      if (req.metadata_only) {
+        if (::ftruncate(data_fd.get(), st.st_size) < 0) return cleanup_on_error(errno);
+        report.method = "metacopy";
+      } else if (req.with_data && st.st_size > 0) {
         auto src = req.src_name.empty() ? sys::reopen(req.src_dirfd, O_RDONLY)
                                         : sys::openat(req.src_dirfd, src_name, O_RDONLY | O_NOFOLLOW);
         if (!src) return cleanup_on_error(src.error());
@@ -226,9 +229,12 @@ Result<StagedCopy> stage_copy_up(const LayerStack& stack, const CopyUpRequest& r
     if (auto r = sys::setxattr(ofd, "", ino_xattr_name(stack).c_str(), std::to_string(req.presented_ino));
         !r && !S_ISLNK(st.st_mode))
       return cleanup_on_error(r.error());
+  if (req.metadata_only)
+    if (auto r = set_metacopy(stack, ofd); !r) return cleanup_on_error(r.error());
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (auto r = sys::utimens_empty(ofd, times); !r) return cleanup_on_error(r.error());
-  if (data_fd && !stack.volatile_mode() && ::fsync(data_fd.get()) < 0) return cleanup_on_error(errno);
+  if (data_fd && !req.metadata_only && !stack.volatile_mode() && ::fsync(data_fd.get()) < 0)
+    return cleanup_on_error(errno);
 
   // 3. Complete, still invisible: the caller places it (one atomic rename).
   report.nanoseconds = std::chrono::duration_cast<std::chrono::nanoseconds>(

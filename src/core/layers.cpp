@@ -57,6 +57,7 @@ std::expected<std::unique_ptr<LayerStack>, std::string> LayerStack::open(const M
                                                                         bool need_workdir) {
   auto stack = std::make_unique<LayerStack>();
   stack->volatile_mode_ = opts.volatile_mode;
+  stack->metacopy_ = opts.metacopy;
   if (opts.lowerdirs.empty())
     return std::unexpected("lowerdir: missing; give at least one layer: -o lowerdir=DIR[:DIR...]");
   if (!opts.upperdir.empty() && opts.workdir.empty() && need_workdir)

@@ -52,7 +52,7 @@ constexpr std::array kIgnoredOptions = {
     "nouser", "defaults", "kernel_cache", "silent", "loud", "nfs_export", "clone_fd"};
 constexpr std::array kIgnoredValueOptions = {
     "noxattrs", "xattr_permissions",
-    "plugins", "fast_ino", "writeback", "threaded", "redirect_dir", "index", "metacopy", "xino",
+    "plugins", "fast_ino", "writeback", "threaded", "redirect_dir", "index", "xino",
     "max_idle_threads", "max_threads", "user", "uid", "gid", "umask"};
 
 template <size_t N>
@@ -106,6 +106,10 @@ std::expected<void, std::string> parse_option_string(const std::string& text, Mo
     } else if (key == "fsync") {
       if (value != "0" && value != "1") return std::unexpected(fmt::format("fsync '{}': must be 0 or 1", value));
       out.volatile_mode = value == "0";
+    } else if (key == "metacopy") {
+      if (value != "on" && value != "off")
+        return std::unexpected(fmt::format("metacopy '{}': must be on or off", value));
+      out.metacopy = value == "on";
     } else if (key == "debug" && !has_value) {
       out.debug = true;
     } else if (key == "trace") {

@@ -90,7 +90,9 @@ int Overlay::upper_fd_of(const Node& dir) const {
   return !dir.dir().dirs.empty() && dir.dir().dirs.front().layer == 0 ? dir.dir().dirs.front().fd.get() : -1;
 }
 
-Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) const {
+Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name, bool for_data) const {
+  // The layer asked for: the top object's, or for a metacopy file's data, its data file's.
+  auto wanted_layer = [&] { return for_data && node->data_layer >= 0 ? node->data_layer : node->layer; };
   for (;;) {
     Location loc;
     {
@@ -101,8 +103,11 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) c
         loc.layer = node->dir().dirs.front().layer;
         return loc;
       }
-      loc.layer = node->layer;
+      loc.layer = wanted_layer();
       if (node->detached) {
+        // A removed metacopy file pins its upper (attributes) file only; its data can't be
+        // reached by name any more. (Files open on it keep the fd they opened.)
+        if (loc.layer != node->layer) return fail(ESTALE);
         loc.dirfd = node->detached.get();
         return loc;
       }
@@ -114,7 +119,8 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) c
       loc.names = std::shared_lock(loc.keep->names_mu());
       std::lock_guard lock(node->mu);
       // Renamed, removed or copied up while we waited for the lock: look again.
-      if (node->detached || node->parent != loc.keep || node->name != loc.name || node->layer != loc.layer) continue;
+      if (node->detached || node->parent != loc.keep || node->name != loc.name || wanted_layer() != loc.layer)
+        continue;
     }
     std::lock_guard lock(loc.keep->mu);
     for (const auto& d : loc.keep->dir().dirs)
@@ -126,7 +132,7 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name) c
   }
 }
 
-Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Resolution&& res) {
+Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Resolution&& res, int data_layer) {
   const struct stat& st = res.st;
   const bool is_dir = S_ISDIR(st.st_mode);
   uint64_t ino;
@@ -156,6 +162,9 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     n->parent = parent;
     n->name = name;
     n->layer = res.layer;
+    // Only a new node takes it from the lookup: an existing one knows better (a metacopy whose
+    // data was copied up after this lookup read the marker).
+    n->data_layer = data_layer;
     if (n->is_dir()) {
       n->dir().dirs = std::move(res.dirs);
       n->dir().lower_path = std::move(res.lower_path);
@@ -189,6 +198,27 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
   if (!res) return fail(res.error());
   if (res->found) stats_.lookups_per_layer[res->layer].fetch_add(1, std::memory_order_relaxed);
   else stats_.negative_lookups.fetch_add(1, std::memory_order_relaxed);
+  // A regular file of the upper may be a metacopy (attributes only), also with metacopy=off: an
+  // upper written by the kernel with metacopy=on then still reads right (the kernel itself
+  // refuses such files with EPERM). One listxattr per lookup of an upper file; st_blocks can't
+  // tell (a small metacopy file whose xattrs need a block of their own looks like data), and
+  // empty ones count too: a write into one the kernel left would be lost to the kernel's view.
+  int data_layer = -1;
+  const struct stat& top = res->st;
+  if (res->found && res->layer == 0 && S_ISREG(top.st_mode) &&
+      has_metacopy(view.layers.front().fd, std::string(name).c_str())) {
+    auto data = metacopy_data(view, name);
+    if (!data) {
+      if (tracer_ && tracer_->on(kTraceError))
+        tracer_->emit(kTraceError, fmt::format("{}: metacopy file in the upper without a data file below: {}",
+                                               child_path(*parent, name), sys::errno_text(data.error())),
+                      {field("op", std::string("lookup")), field("path", child_path(*parent, name)),
+                       field("errno", uint64_t(data.error()))});
+      return fail(data.error());
+    }
+    data_layer = data->first;
+    res->st.st_blocks = data->second.st_blocks;  // the kernel shows the data's blocks too
+  }
   if (tracing) {
     std::string path = child_path(*parent, name);
     std::string story, verdict = res->found ? "found" : "not found";
@@ -212,6 +242,9 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
       layer_dir = stack_->layer(res->layer).path;
       verdict = fmt::format("from layer {} ({})", res->layer, layer_dir);
       if (res->merged) verdict += fmt::format(", merged with {} more", res->dirs.size() - 1);
+      if (data_layer >= 0)
+        verdict += fmt::format(", metadata only (metacopy): data from layer {} ({})", data_layer,
+                               stack_->layer(data_layer).path);
     } else if (verdict == "not found") {
       verdict = "not found in any layer";
       if (opaque_layer >= 0 && opaque_layer < stack_->lower_count())
@@ -226,7 +259,7 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
                    field("verdict", verdict), field("trail", story)});
   }
   if (!res->found) return fail(ENOENT);
-  return intern(parent, name, std::move(*res));
+  return intern(parent, name, std::move(*res), data_layer);
 }
 
 Result<struct stat> Overlay::getattr(const NodePtr& node) {
@@ -238,6 +271,11 @@ Result<struct stat> Overlay::getattr(const NodePtr& node) {
   if (node->is_dir()) {
     std::lock_guard lock(node->mu);
     if (node->dir().dirs.size() > 1) st->st_nlink = 1;
+  } else if (!data_in_upper(*node) && loc->layer == 0) {  // a metacopy: blocks are the data's
+    if (loc->names.owns_lock()) loc->names.unlock();
+    if (auto data = locate(node, true, true); data && data->layer != 0)
+      if (auto dst = sys::fstatat(data->dirfd, data->name.c_str(), AT_SYMLINK_NOFOLLOW | empty_flag(data->name)); dst)
+        st->st_blocks = dst->st_blocks;
   }
   present(*st);
   return st;
@@ -273,8 +311,8 @@ Status Overlay::copy_up_and_split(const NodePtr& node, bool with_data) {
   if (node->is_dir()) return fail(EISDIR);
   int old_layer = -1;
   UniqueFd pinned;
-  if (!in_upper(*node)) {
-    auto loc = locate(node);
+  if (!data_in_upper(*node)) {
+    auto loc = locate(node, true, true);  // a metacopy's old open files use its lower data file
     if (!loc) return fail(loc.error());
     old_layer = loc->layer;
     auto fd = loc->name.empty() ? sys::reopen(loc->dirfd, O_PATH)
@@ -307,19 +345,27 @@ std::mutex& Overlay::copy_up_lock(const Node& node) {
   return stripes[(reinterpret_cast<uintptr_t>(&node) >> 4) % stripes.size()];
 }
 
-Status Overlay::copy_up(const NodePtr& node, bool with_data) {
+Status Overlay::copy_up(const NodePtr& node, bool with_data) { return copy_up_impl(node, with_data, false); }
+
+Status Overlay::copy_up_impl(const NodePtr& node, bool with_data, bool metadata_only) {
   STRATA_TRY(ensure_writable());
   NodePtr parent;
+  bool metacopy = false;
   auto in_upper = [&] {
     std::lock_guard lock(node->mu);
     parent = node->parent;
+    metacopy = node->data_layer >= 0;
     return node->is_dir() ? (!node->dir().dirs.empty() && node->dir().dirs.front().layer == 0) : node->layer == 0;
   };
-  if (in_upper()) return {};
+  if (in_upper()) return metacopy && !metadata_only ? complete_metacopy(node, with_data) : Status{};
   if (!parent) return fail(EIO);  // the root is always in the upper of a writable mount
   STRATA_TRY(copy_up(parent, true));
-  std::lock_guard copy_lock(copy_up_lock(*node));
-  if (in_upper()) return {};
+  std::unique_lock copy_lock(copy_up_lock(*node));
+  if (in_upper()) {
+    if (!metacopy || metadata_only) return {};
+    copy_lock.unlock();  // complete_metacopy takes it
+    return complete_metacopy(node, with_data);
+  }
   {
     std::lock_guard lock(node->mu);
     if (node->detached) return fail(ESTALE);  // removed from the tree: nothing to copy it to
@@ -347,6 +393,9 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
   // Copying up one name of a lower hard-link group breaks the link (as the kernel's index=off):
   // that name gets an inode number of its own.
   const bool breaks_link = !node->is_dir() && st->st_nlink > 1;
+  // Metadata only for regular files (empty ones too, as the kernel); not for a hard-link group
+  // (its copied name becomes an inode of its own: simpler with its own data).
+  req.metadata_only = metadata_only && stack_->metacopy() && S_ISREG(st->st_mode) && !breaks_link;
   req.presented_ino = breaks_link ? 0 : node->ino.load();
   // The rename into the parent changes the parent's times; the merged view did not change, so
   // put them back afterwards (the kernel overlay does the same).
@@ -385,6 +434,7 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
     } else {
       std::lock_guard lock(node->mu);
       node->layer = 0;
+      node->data_layer = req.metadata_only ? src->layer : -1;
     }
     if (breaks_link) node->ino = stack_->presented_ino(upper_st->st_dev, upper_st->st_ino);
     table_.rekey(node.get(), NodeKey{upper_st->st_dev, upper_st->st_ino, nullptr, nullptr});
@@ -399,7 +449,11 @@ Status Overlay::copy_up(const NodePtr& node, bool with_data) {
     tracer_->emit(kTraceCopyup,
                   fmt::format("{}: copied up from {} to {}: {} bytes by {}{} in {:.3f} ms", path,
                               layer_label(*stack_, src->layer), stack_->layer(0).path, report.bytes,
-                              report.method, with_data ? "" : " (data skipped: truncated)", ms),
+                              report.method,
+                              req.metadata_only ? " (metadata only: metacopy, the data stays below until written)"
+                              : with_data       ? ""
+                                                : " (data skipped: truncated)",
+                              ms),
                   {field("path", path), field("from_layer", uint64_t(src->layer)),
                    field("from_dir", stack_->layer(src->layer).path), field("bytes", report.bytes),
                    field("method", std::string(report.method)), field("ns", report.nanoseconds)});

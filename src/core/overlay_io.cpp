@@ -34,7 +34,7 @@ Result<UniqueFd> Overlay::open(const NodePtr& node, int flags) {
     // An O_TRUNC open throws the data away: copy only the metadata.
     STRATA_TRY(copy_up(node, !(flags & O_TRUNC)));
   }
-  auto loc = locate(node);
+  auto loc = locate(node, true, !write);  // reads of a metacopy file: its lower data file
   if (!loc) return fail(loc.error());
   // Never open a lower file for writing, whatever raced with the copy-up above (a node split off
   // for older open files points at the lower file again): the caller looks the name up again.
@@ -47,7 +47,8 @@ Result<UniqueFd> Overlay::open(const NodePtr& node, int flags) {
 Result<struct stat> Overlay::setattr(const NodePtr& node, const AttrChange& c, int open_fd) {
   STRATA_TRY(ensure_writable());
   const bool only_truncate_to_zero = c.size && c.values.st_size == 0;
-  STRATA_TRY(copy_up(node, !only_truncate_to_zero));
+  if (c.size) STRATA_TRY(copy_up(node, !only_truncate_to_zero));
+  else STRATA_TRY(copy_up_metadata(node));
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
   if (loc->layer != 0) return fail(ESTALE);  // lower layers are never changed (see open)
@@ -147,7 +148,7 @@ Status Overlay::setxattr(const NodePtr& node, const std::string& attr, std::stri
   auto stored = stored_name(attr, EPERM);
   if (!stored) return fail(stored.error());
   STRATA_TRY(ensure_writable());
-  STRATA_TRY(copy_up(node));
+  STRATA_TRY(copy_up_metadata(node));
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
   if (tracer_ && tracer_->on(kTraceXattr))
@@ -164,7 +165,7 @@ Status Overlay::removexattr(const NodePtr& node, const std::string& attr) {
   STRATA_TRY(ensure_writable());
   // Nothing to remove is answered without a copy-up.
   if (auto v = getxattr(node, attr); !v) return fail(v.error());
-  STRATA_TRY(copy_up(node));
+  STRATA_TRY(copy_up_metadata(node));
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
   if (tracer_ && tracer_->on(kTraceXattr))

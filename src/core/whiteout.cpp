@@ -99,6 +99,27 @@ Status set_redirect(const LayerStack& stack, int fd, const std::string& path) {
   return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.redirect").c_str(), path);
 }
 
+bool has_metacopy(int dirfd, const char* name) {
+  // One listxattr answers for both namespaces (and is cheap on the common file without xattrs).
+  auto names = sys::listxattr(dirfd, name);
+  if (!names) return false;
+  for (const auto& attr : *names)
+    if (attr == "trusted.overlay.metacopy" || attr == "user.overlay.metacopy") return true;
+  return false;
+}
+
+Status set_metacopy(const LayerStack& stack, int fd) {
+  return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.metacopy").c_str(), "");
+}
+
+Status clear_metacopy(int fd) {
+  for (const char* attr : {"trusted.overlay.metacopy", "user.overlay.metacopy"})
+    if (auto r = sys::removexattr(fd, "", attr); !r && r.error() != ENODATA && r.error() != EPERM &&
+                                                  r.error() != EOPNOTSUPP)
+      return r;
+  return {};
+}
+
 namespace {
 constexpr std::string_view kTrustedOverlay = "trusted.overlay.";
 }  // namespace

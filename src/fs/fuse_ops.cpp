@@ -336,7 +336,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
         return (void)fuse_reply_err(req, ESTALE);
       }
       trace_open(d, node, fi->flags, b, false);
-      const bool follow = !is_write_open(fi->flags) && b.backing_id == 0 && !d.overlay->in_upper(*node);
+      const bool follow = !is_write_open(fi->flags) && b.backing_id == 0 && !d.overlay->data_in_upper(*node);
       auto* fh = new FileHandle(std::move(*fd), node, follow);
       track(d, fh);
       fi->fh = reinterpret_cast<uint64_t>(fh);
@@ -382,7 +382,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 
 int read_fd_of(Daemon& d, FileHandle* fh) {
-  if (fh->on_lower.load(std::memory_order_relaxed) && d.overlay->in_upper(*fh->node)) {
+  if (fh->on_lower.load(std::memory_order_relaxed) && d.overlay->data_in_upper(*fh->node)) {
     std::lock_guard lock(fh->mu);
     if (fh->on_lower) {
       if (auto fd = d.overlay->open(fh->node, O_RDONLY); fd) {

@@ -12,7 +12,7 @@ OpenFiles::Binding OpenFiles::bind(const NodePtr& node, int fd) {
   Binding b;
   auto real = sys::fstat(fd);
   if (!real) return b;  // can't tell: normal I/O is always safe on its own
-  const bool node_in_upper = overlay_.in_upper(*node);
+  const bool node_in_upper = overlay_.data_in_upper(*node);
   std::lock_guard lock(mu_);
   State& st = states_[node.get()];
   if (st.opens == 0) {
@@ -63,7 +63,7 @@ bool OpenFiles::must_rebind(const NodePtr& node, int flags) {
   auto it = states_.find(node.get());
   // Opens without passthrough share the kernel's page cache of the inode: they can't disagree.
   if (it == states_.end() || !it->second.passthrough || it->second.in_upper) return false;
-  return is_write_open(flags) || overlay_.in_upper(*node);
+  return is_write_open(flags) || overlay_.data_in_upper(*node);
 }
 
 }  // namespace strata::fs

@@ -14,7 +14,8 @@ and
   - the operation can be finished on the remounted tree, which then shows the final state.
 Passthrough alternates off/on between iterations. The lower layers must be untouched at the end.
 
-Scenarios: big (append one byte to a 64 MiB lower file: copy-up of the data), small (append,
+Scenarios: big (append one byte to a 64 MiB lower file: copy-up of the data), metacopy (the same
+file chmod-ed first with metacopy=on: its data is copied into the metadata-only copy), small (append,
 chmod, setxattr on 300 small lower files with set-id modes, owners, xattrs), renames (lower files
 into another dir, some over existing entries), dirs (renames of lower dirs with content, merged
 from two layers, same parent and across parents: redirects), rmrf (rm -rf of merged lower trees:
@@ -174,6 +175,55 @@ class Big(Scenario):
     def check_final(self, L):
         state = self._state(L.m("bigdir/big"))
         return [] if state == "new" else [f"bigdir/big after finishing: {state}"]
+
+
+def has_metacopy_marker(path):
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return "trusted.overlay.metacopy" in names or "user.overlay.metacopy" in names
+
+
+class BigMetacopy(Big):
+    """metacopy=on: chmod of the 64 MiB lower file copies its attributes only (a sparse upper
+    file with the metacopy marker), then the append copies the data into that file in place and
+    removes the marker last. Killed anywhere, the file must read as the lower data (old) or the
+    appended one (new), with the mode of the chmod once that returned; an upper file still marked
+    may hold any part of the data (it is not read), one without the marker must be complete."""
+    name = "metacopy"
+    extra_opts = ["metacopy=on"]
+
+    def op(self, mnt, log):
+        os.chmod(os.path.join(mnt, "bigdir/big"), 0o600)
+        log({"chmod": "big"})
+        hl.append_file(os.path.join(mnt, "bigdir/big"), b"X")
+        log({"appended": "big"})
+
+    def check(self, L, steps):
+        p = []
+        path = L.m("bigdir/big")
+        if not os.path.lexists(path):
+            return ["bigdir/big: missing in the merged view"]
+        state = self._state(path)
+        if state not in ("old", "new"):
+            p.append(f"bigdir/big: {state}")
+        if any("appended" in st for st in steps) and state != "new":
+            p.append(f"bigdir/big: the append had returned but the file is {state}")
+        want_modes = (0o600,) if steps else (0o640, 0o600)
+        m = meta(path)
+        if m[0] != "f" or m[1] not in want_modes or m[2:] != (1000, 1000):
+            p.append(f"bigdir/big: metadata {m}, mode expected in {[oct(x) for x in want_modes]}")
+        up = L.u("bigdir/big")
+        if os.path.lexists(up) and not has_metacopy_marker(up):
+            ustate = self._state(up)
+            if ustate not in ("old", "new"):
+                p.append(f"upper bigdir/big: {ustate}, and no metacopy marker (a torn data copy-up)")
+        return p
+
+    def finish(self, mnt):
+        os.chmod(os.path.join(mnt, "bigdir/big"), 0o600)
+        super().finish(mnt)
 
 
 SMALL_MODES = [0o644, 0o600, 0o755, 0o4755, 0o2755, 0o6750, 0o444, 0o640]
@@ -646,7 +696,7 @@ class Deep(Scenario):
                 if hl.read_file(L.m(f"{rel}/f")) != f"level {i}\nmore\n".encode()]
 
 
-ALL = [Big(), Small(), Renames(), DirRenames(), RmRf(), Opaque(), Deep()]
+ALL = [Big(), BigMetacopy(), Small(), Renames(), DirRenames(), RmRf(), Opaque(), Deep()]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -671,8 +721,8 @@ def walk_all(mnt, top):
     return p
 
 
-def opts_for(i):
-    return ["passthrough=off"] if i % 2 else []
+def opts_for(i, sc):
+    return (["passthrough=off"] if i % 2 else []) + getattr(sc, "extra_opts", [])
 
 
 def run_scenario(s, sc):
@@ -682,7 +732,7 @@ def run_scenario(s, sc):
 
     # Calibration: the whole sequence once without a kill. Also proves the checks accept the
     # final state and the initial state.
-    L.mount_strata()
+    L.mount_strata(getattr(sc, "extra_opts", []))
     sc.learn(L.mnt)
     s.expect_eq(sc.check(L, []), [], f"[{sc.name}] checks accept the untouched tree")
     t0 = time.monotonic()
@@ -700,8 +750,8 @@ def run_scenario(s, sc):
     for i in range(ITERATIONS):
         hl.clear_dir(L.upper)
         hl.clear_dir(L.work)
-        opts = opts_for(i)
-        tag = f"[{sc.name} #{i} {'passthrough=off' if opts else 'passthrough'}]"
+        opts = opts_for(i, sc)
+        tag = f"[{sc.name} #{i} {'passthrough=off' if 'passthrough=off' in opts else 'passthrough'}]"
         m = L.mount_strata(opts)
         w = hl.Worker(lambda log: sc.op(L.mnt, log), os.path.join(L.root, f"worker{i}.log"))
         delay = RNG.uniform(0, window)

@@ -75,16 +75,28 @@ TEST_CASE("an unknown option is an error that names it", "[options]") {
   }
 }
 
+TEST_CASE("metacopy=on|off sets metadata-only copy-up; anything else is refused", "[options]") {
+  MountOptions o;
+  CHECK_FALSE(o.metacopy);
+  REQUIRE(parse_option_string("metacopy=on", o));
+  CHECK(o.metacopy);
+  REQUIRE(parse_option_string("metacopy=off", o));
+  CHECK_FALSE(o.metacopy);
+  auto r = parse_option_string("metacopy=yes", o);
+  REQUIRE_FALSE(r);
+  CHECK_THAT(r.error(), Catch::Contains("metacopy 'yes'"));
+}
+
 TEST_CASE("fuse-overlayfs and mount(8) options are accepted without effect", "[options]") {
   MountOptions o;
   const char* text =
       "lowerdir=/l,static_nlink,noacl,xattr_permissions=2,fast_ino=1,plugins=/p.so,noxattrs=1,"
-      "redirect_dir=on,index=off,metacopy=off,xino=off,userxattr,defaults,_netdev,x-systemd.automount";
+      "redirect_dir=on,index=off,xino=off,userxattr,defaults,_netdev,x-systemd.automount";
   auto r = parse_option_string(text, o);
   INFO((r ? "" : r.error()));
   REQUIRE(r);
   CHECK(o.lowerdirs == Strings{"/l"});
-  CHECK(o.ignored.size() == 14);
+  CHECK(o.ignored.size() == 13);
   CHECK(std::find(o.ignored.begin(), o.ignored.end(), "plugins=/p.so") != o.ignored.end());
   CHECK(o.fuse_options.empty());
 
