@@ -293,7 +293,7 @@ class Checker {
         continue;
       }
       if (!S_ISDIR(st->st_mode)) {
-        if (S_ISREG(st->st_mode)) check_file_markers(k, dirfd, e.name, path);
+        if (S_ISREG(st->st_mode)) check_file_markers(k, dirfd, e.name, path, sub, below);
         continue;
       }
       auto fd = sys::openat(dirfd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
@@ -318,11 +318,28 @@ class Checker {
     }
   }
 
-  // Overlay markers mean nothing on a non-directory (we have no metacopy): say so.
-  void check_file_markers(int k, int dirfd, const std::string& name, const std::string& path) {
+  // Opaque and redirect markers mean nothing on a non-directory: say so. A metacopy marker needs
+  // a regular file below to take the data from.
+  void check_file_markers(int k, int dirfd, const std::string& name, const std::string& path, LayerStack* sub,
+                          const Resolution* below) {
     auto names = sys::listxattr(dirfd, name.c_str());
     if (!names) return;
     for (const auto& attr : *names) {
+      if (attr == "trusted.overlay.metacopy" || attr == "user.overlay.metacopy") {
+        std::optional<Resolution> data;
+        if (sub && below) {
+          auto r = resolve_child(*sub, view_of(*below), name, false);
+          if (!r) die(fmt::format("check: {}: {}", printable(path), sys::errno_text(r.error())));
+          if (r->found && S_ISREG(r->st.st_mode)) data = std::move(*r);
+        }
+        if (!data)
+          add(true, k, path,
+              fmt::format("{}: a metacopy file (attributes only) with no regular file below to hold its data: "
+                          "strata-fs and the kernel answer EIO for it",
+                          attr),
+              fmt::format("rm -- {}  (its data is gone)", shell_quote(real_path(stack_, k, path))));
+        continue;
+      }
       if (attr != "trusted.overlay.opaque" && attr != "user.overlay.opaque" && attr != "trusted.overlay.redirect" &&
           attr != "user.overlay.redirect")
         continue;

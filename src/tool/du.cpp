@@ -20,6 +20,7 @@ struct Usage {
   uint64_t disk = 0;
   uint64_t apparent = 0;
   uint64_t inodes = 0;
+  uint64_t metacopy_files = 0;  // uppers: attribute-only copies, whose data the lowers hold
 };
 
 using InodeSet = std::set<std::pair<dev_t, ino_t>>;
@@ -41,7 +42,9 @@ class Counter {
         die(fmt::format("du: {}: {}", printable(child), sys::errno_text(cst.error())));
       }
       if (!S_ISDIR(cst->st_mode)) {
-        add(*cst, seen, shared, usage);
+        // In an upper, a metacopy file's size is the lower file's data: not private bytes.
+        const bool metacopy = shared && S_ISREG(cst->st_mode) && has_metacopy(dirfd, e.name.c_str());
+        add(*cst, seen, shared, usage, metacopy);
         continue;
       }
       auto fd = sys::openat(dirfd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
@@ -51,12 +54,14 @@ class Counter {
   }
 
  private:
-  static void add(const struct stat& st, InodeSet& seen, const InodeSet* shared, Usage& usage) {
+  static void add(const struct stat& st, InodeSet& seen, const InodeSet* shared, Usage& usage,
+                  bool metacopy = false) {
     std::pair key{st.st_dev, st.st_ino};
     if (shared && shared->contains(key)) return;
     if (!seen.insert(key).second) return;
     usage.disk += uint64_t(st.st_blocks) * 512;
-    usage.apparent += uint64_t(st.st_size);
+    if (metacopy) ++usage.metacopy_files;
+    else usage.apparent += uint64_t(st.st_size);
     ++usage.inodes;
   }
 };
@@ -125,6 +130,7 @@ int run_du(const Args& args) {
       j.begin_object();
       j.field("dir", uppers[i]).field("disk_bytes", upper_usage[i].disk);
       j.field("apparent_bytes", upper_usage[i].apparent).field("inodes", upper_usage[i].inodes);
+      j.field("metacopy_files", upper_usage[i].metacopy_files);
       j.end_object();
     }
     j.end_array();
@@ -151,8 +157,14 @@ int run_du(const Args& args) {
   for (int l = 1; l < lowers->layer_count(); ++l) lower_names.push_back(printable(lowers->layer(l).path));
   row(lower_usage.disk, lower_usage.apparent,
       fmt::format("lowers, shared, counted once: {}", fmt::join(lower_names, ":")));
-  for (size_t i = 0; i < uppers.size(); ++i)
-    row(upper_usage[i].disk, upper_usage[i].apparent, fmt::format("private to upper {}", printable(uppers[i])));
+  for (size_t i = 0; i < uppers.size(); ++i) {
+    const uint64_t mc = upper_usage[i].metacopy_files;
+    row(upper_usage[i].disk, upper_usage[i].apparent,
+        fmt::format("private to upper {}{}", printable(uppers[i]),
+                    mc ? fmt::format(" ({} metacopy file{}: attributes only, the data stays shared)", mc,
+                                     mc == 1 ? "" : "s")
+                       : ""));
+  }
   row(total.disk, total.apparent, "total");
   row(full.disk, full.apparent, fmt::format("as {} full cop{} ({} x lowers + private)", n, n == 1 ? "y" : "ies", n));
   row(save_disk, save_apparent,

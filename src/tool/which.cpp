@@ -47,6 +47,7 @@ struct Step {
   // When not found (or not a directory with components left): why.
   std::string reason;
   std::optional<Stop> hidden_by;
+  int data_layer = -1;  // a metacopy file of the upper: the layer its data comes from
 };
 
 std::string child_path(const std::string& parent, const std::string& name) {
@@ -194,6 +195,7 @@ class Which {
       }
     }
     if (!s.res.found) explain_absence(s);
+    else find_metacopy_data(parent, name, s);
     return s;
   }
 
@@ -203,6 +205,9 @@ class Which {
     const LayerLine& top = s.lines[s.res.layer];
     std::string out = fmt::format("{} from {}: {}", type_words(s.res.st.st_mode), layer_label(stack_, s.res.layer),
                                   printable(top.real));
+    if (s.data_layer >= 0)
+      out += fmt::format("; metadata only (metacopy): its data is the file in layer {}: {}", s.data_layer,
+                         printable(s.lines[s.data_layer].real));
     if (S_ISDIR(s.res.st.st_mode)) {
       std::vector<std::string> below;
       for (const auto& d : s.res.dirs)
@@ -249,6 +254,8 @@ class Which {
     } else {
       j.key("type").null().key("layer").null().key("real_path").null();
     }
+    j.key("data_layer");
+    s.data_layer >= 0 ? j.value(s.data_layer) : j.null();
     j.key("layers").begin_array();
     for (int l = first_; l < stack_.layer_count(); ++l) {
       const LayerLine& line = s.lines[l];
@@ -271,6 +278,29 @@ class Which {
   }
 
  private:
+  // A regular file of the upper marked metacopy holds the attributes only: its data is the
+  // first regular file of the same name below (what the mount reads; see overlay_metacopy.cpp).
+  void find_metacopy_data(const Step& parent, const std::string& name, Step& s) const {
+    if (s.res.layer != 0 || !S_ISREG(s.res.st.st_mode)) return;
+    DirView lowers = view_of(parent.res);  // the parent's fds: names are looked at one level at a time
+    if (lowers.layers.empty() || lowers.layers.front().layer != 0) return;
+    if (!has_metacopy(lowers.layers.front().fd, name.c_str())) return;
+    if (!lowers.layers.empty() && lowers.layers.front().layer == 0) lowers.layers.erase(lowers.layers.begin());
+    auto data = resolve_child(stack_, lowers, name, false);
+    LayerLine& top = s.lines[0];
+    if (!data || !data->found || !S_ISREG(data->st.st_mode)) {
+      top.text = "found: regular file, metadata only (metacopy), but no regular file below holds its data: "
+                 "the mount answers EIO";
+      return;
+    }
+    s.data_layer = data->layer;
+    top.text = fmt::format("found: regular file, metadata only (metacopy): its data is in layer {}", data->layer);
+    LayerLine& below = s.lines[data->layer];
+    below.verdict = "data";
+    below.text = "regular file: the data of the metacopy file in layer 0 (read until it is written)";
+    below.hidden_by.reset();
+  }
+
   void hide(LayerLine& line, const Stop& stop) const {
     line.verdict = "hidden";
     line.hidden_by = stop;
@@ -403,12 +433,14 @@ int run_which(const Args& args) {
       j.field("type", type_key(last.res.st.st_mode)).field("layer", last.res.layer);
       j.field("role", role_of(last.res.layer)).field("layer_dir", stack->layer(last.res.layer).path);
       j.field("real_path", last.lines[last.res.layer].real);
+      j.key("data_layer");
+      last.data_layer >= 0 ? j.value(last.data_layer) : j.null();
       j.key("merged_layers").begin_array();
       for (const auto& d : last.res.dirs) j.value(d.layer);
       j.end_array();
       j.key("reason").null().key("hidden_by").null();
     } else {
-      j.key("type").null().key("layer").null().key("role").null().key("layer_dir").null();
+      j.key("type").null().key("layer").null().key("role").null().key("layer_dir").null().key("data_layer").null();
       j.key("real_path").null().key("merged_layers").null();
       j.field("reason", failure.empty() ? last.reason : failure);
       j.key("hidden_by");
