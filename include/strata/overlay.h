@@ -95,8 +95,11 @@ class Overlay {
   Status rename(const NodePtr& old_parent, std::string_view old_name, const NodePtr& new_parent,
                 std::string_view new_name, unsigned flags);
 
-  // Open a non-directory; opening for writing (or O_TRUNC) copies it up first.
-  Result<UniqueFd> open(const NodePtr& node, int flags);
+  // Open a non-directory; opening for writing (or O_TRUNC) copies it up first. `defer_data`
+  // (metacopy=on, a caller that will call copy_up before the first write through the fd): a
+  // write open copies the attributes only, and the fd is the upper file without its data yet
+  // (data_in_upper says whether it is there). `touch` then copies no data, as a chmod.
+  Result<UniqueFd> open(const NodePtr& node, int flags, bool defer_data = false);
   Result<std::vector<MergedEntry>> read_dir(const NodePtr& dir);
   Result<struct statvfs> statfs();
 

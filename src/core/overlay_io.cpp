@@ -26,13 +26,15 @@ bool is_write_open(int flags) { return (flags & O_ACCMODE) != O_RDONLY || (flags
 
 }  // namespace
 
-Result<UniqueFd> Overlay::open(const NodePtr& node, int flags) {
+Result<UniqueFd> Overlay::open(const NodePtr& node, int flags, bool defer_data) {
   if (node->is_dir()) return fail(EISDIR);
   const bool write = is_write_open(flags);
   if (write) {
     STRATA_TRY(ensure_writable());
-    // An O_TRUNC open throws the data away: copy only the metadata.
-    STRATA_TRY(copy_up(node, !(flags & O_TRUNC)));
+    if (defer_data && stack_->metacopy() && !(flags & O_TRUNC))
+      STRATA_TRY(copy_up_metadata(node));
+    else  // an O_TRUNC open throws the data away: copy only the metadata
+      STRATA_TRY(copy_up(node, !(flags & O_TRUNC)));
   }
   auto loc = locate(node, true, !write);  // reads of a metacopy file: its lower data file
   if (!loc) return fail(loc.error());

@@ -41,6 +41,11 @@ struct FileHandle {
   std::atomic<bool> on_lower;
   std::mutex mu;
   UniqueFd upper_fd;
+  // metacopy=on: opened for writing with the data still below (Overlay::open's defer_data).
+  // Whatever writes through fd, or reads it directly, first has the data copied (ensure_data);
+  // reads go to lower_fd (the data) until then, like a read-only open that follows a copy-up.
+  std::atomic<bool> data_deferred{false};
+  UniqueFd lower_fd;
   std::atomic<int> in_use{0};  // requests using this file right now (see InUse)
 };
 
@@ -71,6 +76,15 @@ void untrack(Daemon& d, FileHandle* fh) {
 }
 
 FileHandle* file_of(struct fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
+
+// Before a request writes through (or reads directly from) an open file whose data copy-up was
+// deferred: copy the data now. 0 or an errno for the reply.
+int ensure_data(Daemon& d, FileHandle* fh) {
+  if (!fh->data_deferred.load(std::memory_order_acquire)) return 0;
+  if (auto r = d.overlay->copy_up(fh->node); !r) return r.error();
+  fh->data_deferred.store(false, std::memory_order_release);
+  return 0;
+}
 
 // Every handler body runs inside this: bad_alloc becomes ENOMEM, anything else EIO and a log line.
 template <class F>
@@ -326,10 +340,23 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       fuse_reply_err(req, ESTALE);
     };
     if (d.open_files->must_rebind(node, fi->flags)) return rebind();
+    // metacopy=on: a write open of a file whose data is below copies the attributes only; the
+    // data follows at the first write (touch never writes). Such an open can't be passthrough:
+    // the kernel would write into the file before its data is there.
+    const bool defer = d.overlay->stack().metacopy() && is_write_open(fi->flags) && !(fi->flags & O_TRUNC) &&
+                       S_ISREG(node->type) && !d.overlay->data_in_upper(*node);
     for (int attempt = 0;; ++attempt) {
-      auto fd = with_fd_room(d, [&] { return d.overlay->open(node, fi->flags); });
+      auto fd = with_fd_room(d, [&] { return d.overlay->open(node, fi->flags, defer); });
       if (!fd) return (void)fuse_reply_err(req, fd.error());
-      OpenFiles::Binding b = d.open_files->bind(node, fd->get());
+      const bool deferred = defer && !d.overlay->data_in_upper(*node);
+      UniqueFd lower;
+      if (deferred && (fi->flags & O_ACCMODE) == O_RDWR) {
+        auto r = with_fd_room(d, [&] { return d.overlay->open(node, O_RDONLY); });  // the data below
+        if (!r) return (void)fuse_reply_err(req, r.error());
+        lower = std::move(*r);
+      }
+      OpenFiles::Binding b = d.open_files->bind(
+          node, fd->get(), deferred ? "metacopy: the data is copied up at the first write, through the daemon" : nullptr);
       if (b.outcome == OpenFiles::Binding::Rebind) return rebind();
       if (b.outcome == OpenFiles::Binding::Stale) {
         if (attempt < 3) continue;
@@ -338,6 +365,14 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       trace_open(d, node, fi->flags, b, false);
       const bool follow = !is_write_open(fi->flags) && b.backing_id == 0 && !d.overlay->data_in_upper(*node);
       auto* fh = new FileHandle(std::move(*fd), node, follow);
+      if (deferred) {
+        fh->data_deferred = true;
+        if (lower) {  // reads take the data below until it is copied up (read_fd_of switches)
+          fh->lower_fd = std::move(lower);
+          fh->read_fd = fh->lower_fd.get();
+          fh->on_lower = true;
+        }
+      }
       track(d, fh);
       fi->fh = reinterpret_cast<uint64_t>(fh);
       set_open_flags(fi, b.backing_id);
@@ -411,6 +446,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t, struct fuse_bufvec* in, off_t off,
   struct fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
   out.buf[0].flags = fuse_buf_flags(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   InUse use(file_of(fi));
+  if (int err = ensure_data(daemon_of(req), file_of(fi))) return (void)fuse_reply_err(req, err);
   out.buf[0].fd = file_of(fi)->fd.get();
   out.buf[0].pos = off;
   ssize_t n = fuse_buf_copy(&out, in, fuse_buf_copy_flags(0));
@@ -437,12 +473,14 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, struct fuse_file_info* f
 
 void op_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, struct fuse_file_info* fi) {
   InUse use(file_of(fi));
+  if (int err = ensure_data(daemon_of(req), file_of(fi))) return (void)fuse_reply_err(req, err);
   int r = ::fallocate(file_of(fi)->fd.get(), mode, off, len);
   fuse_reply_err(req, r < 0 ? errno : 0);
 }
 
 void op_lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, struct fuse_file_info* fi) {
   InUse use(file_of(fi));
+  if (int err = ensure_data(daemon_of(req), file_of(fi))) return (void)fuse_reply_err(req, err);
   off_t r = ::lseek(file_of(fi)->fd.get(), off, whence);
   if (r < 0) fuse_reply_err(req, errno);
   else fuse_reply_lseek(req, r);
@@ -452,6 +490,8 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, struct fuse_fi
                         off_t off_out, struct fuse_file_info* fi_out, size_t len, int flags) {
   loff_t in = off_in, out = off_out;
   InUse use_in(file_of(fi_in)), use_out(file_of(fi_out));
+  for (FileHandle* fh : {file_of(fi_in), file_of(fi_out)})
+    if (int err = ensure_data(daemon_of(req), fh)) return (void)fuse_reply_err(req, err);
   ssize_t n = ::copy_file_range(file_of(fi_in)->fd.get(), &in, file_of(fi_out)->fd.get(), &out, len, flags);
   if (n < 0) fuse_reply_err(req, errno);
   else fuse_reply_write(req, size_t(n));

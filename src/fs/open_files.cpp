@@ -8,7 +8,7 @@
 
 namespace strata::fs {
 
-OpenFiles::Binding OpenFiles::bind(const NodePtr& node, int fd) {
+OpenFiles::Binding OpenFiles::bind(const NodePtr& node, int fd, const char* no_passthrough_why) {
   Binding b;
   auto real = sys::fstat(fd);
   if (!real) return b;  // can't tell: normal I/O is always safe on its own
@@ -22,6 +22,8 @@ OpenFiles::Binding OpenFiles::bind(const NodePtr& node, int fd) {
     st.in_upper = node_in_upper;
     if (!S_ISREG(node->type)) {
       b.why_not = "not a regular file";
+    } else if (no_passthrough_why) {
+      b.why_not = no_passthrough_why;
     } else if (!passthrough_ || !passthrough_->usable()) {
       b.why_not = passthrough_ ? passthrough_->why_not() : "off";
     } else if (int id = passthrough_->open_backing(fd); id > 0) {
@@ -30,6 +32,11 @@ OpenFiles::Binding OpenFiles::bind(const NodePtr& node, int fd) {
     } else {
       b.why_not = fmt::format("the kernel refused the backing file: {}", sys::errno_text(-id));
     }
+  } else if (no_passthrough_why && st.passthrough) {
+    // Its writes must come through the daemon, and the kernel would pass them all through:
+    // (only if a passthrough open raced in) give the name a fresh inode instead.
+    b.outcome = Binding::Rebind;
+    return b;
   } else if (st.dev != real->st_dev || st.ino != real->st_ino) {
     if (st.passthrough) {
       // Two files for one inode: the kernel would fail this open (EIO).

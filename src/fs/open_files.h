@@ -35,8 +35,9 @@ class OpenFiles {
     int backing_id = 0;
     std::string why_not;  // when not passthrough: why (for the open trace)
   };
-  // Bind the file `fd` (just opened for `node`) to the inode.
-  Binding bind(const NodePtr& node, int fd);
+  // Bind the file `fd` (just opened for `node`) to the inode. `no_passthrough_why`: this open
+  // must go through the daemon (its data is not in the file yet); the reason, for the trace.
+  Binding bind(const NodePtr& node, int fd, const char* no_passthrough_why = nullptr);
   void unbind(const Node* node);
   // Would opening `node` with `flags` need another file than its open files use (a write copies
   // a lower file up)? Then the caller copies up and answers ESTALE instead of opening.

@@ -14,11 +14,16 @@
   d  open files: a read-only file opened between the chmod and the first write follows the data
      to the upper (as the kernel's does) when it goes through the daemon; under passthrough it
      keeps the lower data (the documented difference of issue 9), and new opens see the new data.
+  e  opens for writing defer the data copy to the first write (the kernel copies at the open):
+     touch leaves a metacopy; a read-write open reads the lower data before its first write and
+     its own writes after; dd conv=notrunc, mmap writes, fallocate and lseek(SEEK_DATA) through
+     such an open see the whole file. Same merged view as the kernel after each step.
 """
 
 import hashlib
 import os
 import random
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -213,12 +218,59 @@ def section_d(s, opts):
         s.expect_eq(f.read(), b"hello\nmore\n", "the upper file holds the data")
 
 
+def phase3(mnt):
+    p = lambda rel: os.path.join(mnt, rel)  # noqa: E731
+    seen = {}
+    os.utime(p("d/small"))  # as touch: by path, no open
+    fd = os.open(p("d/mid"), os.O_WRONLY)  # as touch: an open for writing, no write
+    os.utime(fd, (1000000000, 1000000000))
+    os.close(fd)
+    fd = os.open(p("d/xattr"), os.O_RDWR)
+    seen["read before the first write"] = os.read(fd, 4)
+    os.pwrite(fd, b"W", 2)
+    os.lseek(fd, 0, os.SEEK_SET)
+    seen["read after it"] = os.read(fd, 100)
+    os.close(fd)
+    fd = os.open(p("d/big"), os.O_RDWR)
+    seen["SEEK_DATA"] = os.lseek(fd, 4096, os.SEEK_DATA)
+    os.posix_fallocate(fd, 0, (1 << 20) + 4096)
+    os.close(fd)
+    fd = os.open(p("d/suid"), os.O_RDWR)
+    import mmap
+    with mmap.mmap(fd, 4) as mm:
+        mm[0:2] = b"#?"
+        mm.flush()
+    os.close(fd)
+    subprocess.run(["dd", "if=/dev/zero", f"of={p('d/trunc')}", "bs=1", "count=3", "seek=5", "conv=notrunc",
+                    "status=none"], check=True)
+    return seen
+
+
+def section_e(s, opts):
+    K = build(ml.scratch("mc-e-kernel"))
+    S = build(ml.scratch("mc-e-strata"))
+    K.mount_kernel(KERNEL_OPTS)
+    S.mount_strata(["metacopy=on"] + opts)
+    k_seen, s_seen = phase3(K.mnt), phase3(S.mnt)
+    s.expect_eq(s_seen, k_seen, "what the open files read and seek is what the kernel's read")
+    s.expect_eq(diff(merged_view(K.mnt), merged_view(S.mnt)), [], "the merged view is the kernel's")
+    ku, su = upper_view(K.upper), upper_view(S.upper)
+    s.expect_eq((ku.get("d/mid"), su.get("d/mid")), (("full copy", 5000, "data"), ("metacopy", 5000, "no data")),
+                "an open for writing without a write: the kernel copies the data, strata-fs does not (yet)")
+    for rel in ("d/xattr", "d/big", "d/suid", "d/trunc"):
+        s.expect_eq(su.get(rel, ("?",))[0], "full copy", f"{rel}: written through an open file: the data is in the upper")
+    ku.pop("d/mid", None)
+    su.pop("d/mid", None)
+    s.expect_eq(diff(ku, su), [], "otherwise the upper on disk is the kernel's")
+
+
 def main():
     s = ml.start("metacopy: metadata-only copy-up against the kernel's metacopy=on")
     for opts in ([], ["passthrough=off"]):
         tag = ",".join(opts) or "passthrough"
         s.run(f"a: same operations, same result [{tag}]", section_a, s, opts)
         s.run(f"d: open files [{tag}]", section_d, s, opts)
+        s.run(f"e: data copied at the first write [{tag}]", section_e, s, opts)
     s.run("b: uppers cross over", section_b, s)
     s.run("c: trace", section_c, s)
     s.finish()

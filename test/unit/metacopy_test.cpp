@@ -242,3 +242,37 @@ TEST_CASE("metacopy files of the upper, as the kernel writes them", "[metacopy]"
   // No data file below: the kernel answers EIO as well.
   CHECK(errname(walk(*ov, "orphan")) == "EIO");
 }
+
+TEST_CASE("metacopy: an open for writing can defer the data to its first write", "[metacopy]") {
+  TempDir t;
+  test::make_layers(t, 1);
+  write_file(t / "lower1/f", "lower data");
+  auto ov = open_with_metacopy(t, true);
+  auto f = walk(*ov, "f");
+  REQUIRE_OK(f);
+  auto fd = ov->open(f->node, O_WRONLY, true);
+  REQUIRE_OK(fd);
+  CHECK(test::get_xattr(t / "upper/f", kMarker).has_value());
+  CHECK_FALSE(ov->data_in_upper(*f->node));
+  CHECK(read_through(*ov, f->node) == "lower data");
+  REQUIRE_OK(ov->copy_up(f->node));  // what the adapter does before the first write
+  CHECK(ov->data_in_upper(*f->node));
+  REQUIRE(::pwrite(fd->get(), "UPPER", 5, 0) == 5);
+  CHECK(test::read_file(t / "upper/f") == "UPPER data");
+  CHECK(read_through(*ov, f->node) == "UPPER data");
+
+  SECTION("without metacopy=on the open copies the data at once") {
+    f = {};
+    fd = strata::Result<UniqueFd>();
+    ov.reset();
+    TempDir t2;
+    test::make_layers(t2, 1);
+    write_file(t2 / "lower1/g", "lower data");
+    auto plain = open_with_metacopy(t2, false);
+    auto g = walk(*plain, "g");
+    REQUIRE_OK(g);
+    REQUIRE_OK(plain->open(g->node, O_WRONLY, true));
+    CHECK(plain->data_in_upper(*g->node));
+    CHECK(test::read_file(t2 / "upper/g") == "lower data");
+  }
+}
