@@ -117,6 +117,9 @@ struct Node : std::enable_shared_from_this<Node> {
   // A metacopy file (upper holds the attributes only): the lower layer whose file of the same
   // name holds the data; -1 otherwise. Cleared when the data is copied up (complete_metacopy).
   int data_layer = -1;
+  // ... and when the data file is not (the parent's lower directories, name), as after a rename
+  // of the metacopy file (the upper file then carries a redirect): its path from the layer roots.
+  std::shared_ptr<const std::string> data_path;
   // Non-directories whose known name was removed: an O_PATH fd. Set once, never replaced or
   // closed while the node lives: locate() hands out the raw number without holding mu.
   UniqueFd detached;

@@ -146,6 +146,7 @@ class Overlay {
     // can put another object under the name meanwhile (the kernel does not lock the parent for
     // getattr, setattr, open or xattr requests).
     std::shared_lock<std::shared_mutex> names;
+    UniqueFd owned;  // dirfd, when it was opened for this Location (a redirected metacopy's data)
   };
   // `hold_name`: take the parent's names lock (see Location). Callers that will take a names
   // lock themselves while the Location lives pass false; they must know the name is stable
@@ -156,11 +157,13 @@ class Overlay {
   // Copy the data of a metacopy file into its upper file, in place: the marker goes last, so a
   // crash before it leaves a file that still reads as the lower one (the kernel's order).
   Status complete_metacopy(const NodePtr& node, bool with_data);
-  // For a lookup that found a metacopy file in the upper: the layer and stat of its data file.
-  Result<std::pair<int, struct stat>> metacopy_data(const DirView& parent, std::string_view name) const;
+  // rename of a metacopy file: the redirect that keeps its data found from the new name ("" if
+  // the path is too long for the kernel's redirect_max: then the data is copied instead).
+  std::string metacopy_redirect_for(const NodePtr& node, const NodePtr& parent, std::string_view name) const;
   DirView view_of(const Node& dir) const;
   int upper_fd_of(const Node& dir) const;  // -1 if not in the upper
-  Result<Entry> intern(const NodePtr& parent, std::string_view name, Resolution&& res, int data_layer = -1);
+  Result<Entry> intern(const NodePtr& parent, std::string_view name, Resolution&& res,
+                       const MetacopyData* data = nullptr);
   // lookup with parent->names_mu already held (shared or exclusive) by the caller.
   Result<Entry> lookup_locked(const NodePtr& parent, std::string_view name, int first_lower = 0);
   NodePtr node_of(const NodePtr& parent, std::string_view name, const Resolution& res) const;

@@ -74,4 +74,21 @@ bool lower_has_name(const LayerStack& stack, const DirView& parent, std::string_
 // The root of the merged tree.
 Result<Resolution> resolve_root(const LayerStack& stack);
 
+// Where the data of a metacopy file of the upper (`name` in `parent`, attributes only) is: the
+// first regular file of that name in the lower layers, or where the file's redirect (set when it
+// was renamed) leads. EIO when there is none: the upper was changed by hand, or its lowers were.
+struct MetacopyData {
+  int layer = -1;
+  struct stat st {};
+  std::string path;  // from the layer roots, when a redirect sent the search elsewhere
+};
+Result<MetacopyData> resolve_metacopy_data(const LayerStack& stack, const DirView& parent, std::string_view name);
+
+// Walk `path` (relative, '/'-separated) from a layer root one directory at a time, never
+// following a symlink and never above the root ("..": EXDEV).
+Result<UniqueFd> open_dir_path(int root, const std::string& path);
+// Whether a redirect value read from a layer may be followed: absolute, '/'-separated names
+// without "." or ".."; or relative, a single name.
+bool valid_redirect(const std::string& target);
+
 }  // namespace strata

@@ -62,6 +62,10 @@ Status set_redirect(const LayerStack& stack, int fd, const std::string& path);
 bool has_metacopy(int dirfd, const char* name);
 Status set_metacopy(const LayerStack& stack, int fd);
 Status clear_metacopy(int fd);  // both namespaces; absent is fine
+// The redirect of a metacopy file (where its data is: "/a/b" from the layer roots, or a name
+// beside it); "" when there is none. And its removal, once the data is in the file.
+std::string read_redirect(int dirfd, const char* name);
+Status clear_redirect(int fd);
 
 // Names of the xattrs that are ours and never show through the mount.
 bool is_private_xattr(std::string_view attr);

@@ -115,6 +115,23 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name, b
       loc.name = node->name;
     }
     if (!loc.keep) return fail(ESTALE);
+    if (for_data && loc.layer != 0) {
+      std::shared_ptr<const std::string> path;
+      {
+        std::lock_guard lock(node->mu);
+        path = node->data_path;
+      }
+      if (path) {  // a redirected metacopy: walk to its data from the layer root
+        auto slash = path->rfind('/');
+        std::string dir = slash == std::string::npos ? "" : path->substr(0, slash);
+        loc.name = slash == std::string::npos ? *path : path->substr(slash + 1);
+        auto fd = open_dir_path(stack_->layer(loc.layer).root.get(), dir);
+        if (!fd) return fail(fd.error());
+        loc.owned = std::move(*fd);
+        loc.dirfd = loc.owned.get();
+        return loc;
+      }
+    }
     if (hold_name) {
       loc.names = std::shared_lock(loc.keep->names_mu());
       std::lock_guard lock(node->mu);
@@ -132,7 +149,8 @@ Result<Overlay::Location> Overlay::locate(const NodePtr& node, bool hold_name, b
   }
 }
 
-Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Resolution&& res, int data_layer) {
+Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Resolution&& res,
+                              const MetacopyData* data) {
   const struct stat& st = res.st;
   const bool is_dir = S_ISDIR(st.st_mode);
   uint64_t ino;
@@ -164,7 +182,10 @@ Result<Entry> Overlay::intern(const NodePtr& parent, std::string_view name, Reso
     n->layer = res.layer;
     // Only a new node takes it from the lookup: an existing one knows better (a metacopy whose
     // data was copied up after this lookup read the marker).
-    n->data_layer = data_layer;
+    if (data) {
+      n->data_layer = data->layer;
+      if (!data->path.empty()) n->data_path = std::make_shared<const std::string>(data->path);
+    }
     if (n->is_dir()) {
       n->dir().dirs = std::move(res.dirs);
       n->dir().lower_path = std::move(res.lower_path);
@@ -203,11 +224,11 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
   // refuses such files with EPERM). One listxattr per lookup of an upper file; st_blocks can't
   // tell (a small metacopy file whose xattrs need a block of their own looks like data), and
   // empty ones count too: a write into one the kernel left would be lost to the kernel's view.
-  int data_layer = -1;
+  std::optional<MetacopyData> metacopy;
   const struct stat& top = res->st;
   if (res->found && res->layer == 0 && S_ISREG(top.st_mode) &&
       has_metacopy(view.layers.front().fd, std::string(name).c_str())) {
-    auto data = metacopy_data(view, name);
+    auto data = resolve_metacopy_data(*stack_, view, name);
     if (!data) {
       if (tracer_ && tracer_->on(kTraceError))
         tracer_->emit(kTraceError, fmt::format("{}: metacopy file in the upper without a data file below: {}",
@@ -216,8 +237,8 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
                        field("errno", uint64_t(data.error()))});
       return fail(data.error());
     }
-    data_layer = data->first;
-    res->st.st_blocks = data->second.st_blocks;  // the kernel shows the data's blocks too
+    res->st.st_blocks = data->st.st_blocks;  // the kernel shows the data's blocks too
+    metacopy = std::move(*data);
   }
   if (tracing) {
     std::string path = child_path(*parent, name);
@@ -242,9 +263,10 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
       layer_dir = stack_->layer(res->layer).path;
       verdict = fmt::format("from layer {} ({})", res->layer, layer_dir);
       if (res->merged) verdict += fmt::format(", merged with {} more", res->dirs.size() - 1);
-      if (data_layer >= 0)
-        verdict += fmt::format(", metadata only (metacopy): data from layer {} ({})", data_layer,
-                               stack_->layer(data_layer).path);
+      if (metacopy)
+        verdict += fmt::format(", metadata only (metacopy): data from layer {} ({}{})", metacopy->layer,
+                               stack_->layer(metacopy->layer).path,
+                               metacopy->path.empty() ? "" : ", redirected to /" + metacopy->path);
     } else if (verdict == "not found") {
       verdict = "not found in any layer";
       if (opaque_layer >= 0 && opaque_layer < stack_->lower_count())
@@ -259,7 +281,7 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
                    field("verdict", verdict), field("trail", story)});
   }
   if (!res->found) return fail(ENOENT);
-  return intern(parent, name, std::move(*res), data_layer);
+  return intern(parent, name, std::move(*res), metacopy ? &*metacopy : nullptr);
 }
 
 Result<struct stat> Overlay::getattr(const NodePtr& node) {

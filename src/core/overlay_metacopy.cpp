@@ -1,9 +1,10 @@
 // Metadata-only copy-up (metacopy=on), the kernel overlay's format: a chmod, chown, utimes or
 // xattr change of a lower regular file copies its attributes into the upper as a sparse file of
 // the same size marked overlay.metacopy, without the data and without an fsync (there is no data
-// to make durable). Reads keep going to the lower file. The first open for writing (or a
-// truncate, rename or link) copies the data into that upper file in place and removes the marker
-// last, after an fsync: a crash before that leaves a file that reads as the lower one again.
+// to make durable). Reads keep going to the lower file; a rename moves the metacopy with a
+// redirect to its data (overlay_rename.cpp). The first write (or a truncate or link) copies the
+// data into that upper file in place and removes the marker last, after an fsync: a crash before
+// that leaves a file that reads as the lower one again.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -29,15 +30,21 @@ bool Overlay::data_in_upper(const Node& node) const {
 
 Status Overlay::copy_up_metadata(const NodePtr& node) { return copy_up_impl(node, true, true); }
 
-Result<std::pair<int, struct stat>> Overlay::metacopy_data(const DirView& parent, std::string_view name) const {
-  DirView lowers = parent;
-  if (!lowers.layers.empty() && lowers.layers.front().layer == 0) lowers.layers.erase(lowers.layers.begin());
-  auto res = resolve_child(*stack_, lowers, name, false);
-  if (!res) return fail(res.error());
-  // No regular file below to take the data from: the upper was changed by hand, or its lower
-  // layers were. The kernel answers EIO too.
-  if (!res->found || !S_ISREG(res->st.st_mode)) return fail(EIO);
-  return std::pair{res->layer, res->st};
+std::string Overlay::metacopy_redirect_for(const NodePtr& node, const NodePtr& parent, std::string_view name) const {
+  std::shared_ptr<const std::string> known;
+  {
+    std::lock_guard lock(node->mu);
+    known = node->data_path;
+  }
+  std::string path;
+  if (known) {
+    path = *known;
+  } else {
+    std::lock_guard lock(parent->mu);
+    path = parent->dir().lower_path.empty() ? std::string(name) : parent->dir().lower_path + "/" + std::string(name);
+  }
+  // The kernel refuses redirects longer than its redirect_max (256): copy the data instead.
+  return path.size() + 1 > 256 ? std::string() : "/" + path;
 }
 
 Status Overlay::complete_metacopy(const NodePtr& node, bool with_data) {
@@ -100,9 +107,11 @@ Status Overlay::complete_metacopy(const NodePtr& node, bool with_data) {
   restore_attributes();
   if (with_data && !stack_->volatile_mode() && ::fsync(upper.get()) < 0) return fail_errno();
   STRATA_TRY(clear_metacopy(upper.get()));
+  (void)clear_redirect(upper.get());  // only a metacopy follows it; a crash before this is harmless
   {
     std::lock_guard lock(node->mu);
     node->data_layer = -1;
+    node->data_path.reset();
   }
   report.nanoseconds = std::chrono::duration_cast<std::chrono::nanoseconds>(
                            std::chrono::steady_clock::now() - start).count();

@@ -122,7 +122,17 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     if (!d_entry) return fail(d_entry.error());
     release.d = d_entry->node;
   }
-  STRATA_TRY(copy_up(release.s));
+  // metacopy=on: a regular file whose data is below moves as a metacopy with a redirect to its
+  // data (the kernel's way), so a rename costs no data copy and no fsync.
+  std::string data_redirect;
+  if (!exchange && stack_->metacopy() && S_ISREG(release.s->type) && !data_in_upper(*release.s))
+    data_redirect = metacopy_redirect_for(release.s, p1, n1);
+  if (!data_redirect.empty()) {
+    STRATA_TRY(copy_up_metadata(release.s));
+    if (data_in_upper(*release.s)) data_redirect.clear();  // a hard link: it was copied whole
+  } else {
+    STRATA_TRY(copy_up(release.s));
+  }
   if (release.d) STRATA_TRY(copy_up(release.d));
   STRATA_TRY(copy_up(p2));
 
@@ -153,6 +163,26 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
   if (exchange && dst_dir) {
     if (!D) return fail(ESTALE);
     STRATA_TRY(mark_dir_for_move(D, p1, n1));
+  }
+  bool set_data_path = false;
+  if (!data_redirect.empty()) {
+    if (!S) return fail(ESTALE);
+    bool has_redirect;
+    {
+      std::lock_guard lock(S->mu);
+      if (S->data_layer < 0) return fail(ESTALE);  // its data was copied meanwhile: start over
+      has_redirect = bool(S->data_path);
+    }
+    // Set at the old name, before the move: any moment (and any crash) finds the data.
+    if (!has_redirect) {
+      STRATA_TRY(sys::setxattr(u1, n1.c_str(), (stack_->xattr_prefix() + "overlay.redirect").c_str(), data_redirect));
+      set_data_path = true;
+      if (tracer_ && tracer_->on(kTraceRename))
+        tracer_->emit(kTraceRename,
+                      fmt::format("{}: metacopy file moves: redirect \"{}\" to its data set in upper {}",
+                                  child_path(*p1, n1), data_redirect, stack_->layer(0).path),
+                      {field("path", child_path(*p1, n1)), field("redirect", data_redirect)});
+    }
   }
 
   if (exchange) {
@@ -216,6 +246,7 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     std::lock_guard lock(S->mu);
     S->parent = p2;
     S->name = n2;
+    if (set_data_path) S->data_path = std::make_shared<const std::string>(data_redirect.substr(1));
   }
   if (D) {
     std::lock_guard lock(D->mu);

@@ -20,9 +20,6 @@ const char* describe(LayerVerdict::Kind kind) {
   return "?";
 }
 
-namespace {
-
-// Walk `path` (relative, '/'-separated) from a layer root one directory at a time.
 Result<UniqueFd> open_dir_path(int root, const std::string& path) {
   auto cur = sys::openat(root, ".", O_RDONLY | O_DIRECTORY);
   if (!cur) return cur;
@@ -54,6 +51,8 @@ bool valid_redirect(const std::string& target) {
   }
   return any;
 }
+
+namespace {
 
 std::string join(const std::string& dir, std::string_view name) {
   std::string out = dir;
@@ -197,6 +196,48 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
     s.res.merged = s.res.dirs.size() > 1;
   }
   return std::move(s.res);
+}
+
+Result<MetacopyData> resolve_metacopy_data(const LayerStack& stack, const DirView& parent, std::string_view name) {
+  DirView lowers = parent;
+  const bool has_upper = !lowers.layers.empty() && lowers.layers.front().layer == 0;
+  std::string redirect = has_upper ? read_redirect(lowers.layers.front().fd, std::string(name).c_str()) : "";
+  if (has_upper) lowers.layers.erase(lowers.layers.begin());
+  MetacopyData data;
+  // A redirect comes from an xattr: followed only within the layers (no "..", no symlinks).
+  if (!redirect.empty() && !valid_redirect(redirect)) return fail(EIO);
+  if (redirect.starts_with('/')) {
+    // Renamed: the data is at that path of the lower layers, the first regular file there.
+    data.path = redirect.substr(redirect.find_first_not_of('/'));
+    auto slash = data.path.rfind('/');
+    std::string dir = slash == std::string::npos ? "" : data.path.substr(0, slash);
+    std::string leaf = slash == std::string::npos ? data.path : data.path.substr(slash + 1);
+    for (int layer = 1; layer <= stack.lower_count(); ++layer) {
+      auto fd = open_dir_path(stack.layer(layer).root.get(), dir);
+      if (!fd) continue;
+      struct stat st;
+      if (::fstatat(fd->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (has_aufs_whiteout(fd->get(), leaf)) return fail(EIO);
+        continue;
+      }
+      if (!S_ISREG(st.st_mode)) return fail(EIO);  // a whiteout or anything else hides the data
+      data.layer = layer;
+      data.st = st;
+      return data;
+    }
+    return fail(EIO);
+  }
+  // The same name in the parent's lower directories; or the name a relative redirect gives
+  // (the kernel's form for a rename within one directory).
+  auto res = resolve_child(stack, lowers, redirect.empty() ? name : std::string_view(redirect), false);
+  if (!res) return fail(res.error());
+  // No regular file below to take the data from: the upper was changed by hand, or its lower
+  // layers were. The kernel answers EIO too.
+  if (!res->found || !S_ISREG(res->st.st_mode)) return fail(EIO);
+  data.layer = res->layer;
+  data.st = res->st;
+  if (!redirect.empty()) data.path = parent.lower_path.empty() ? redirect : parent.lower_path + "/" + redirect;
+  return data;
 }
 
 bool lower_has_name(const LayerStack& stack, const DirView& parent, std::string_view name) {

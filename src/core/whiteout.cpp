@@ -120,6 +120,20 @@ Status clear_metacopy(int fd) {
   return {};
 }
 
+std::string read_redirect(int dirfd, const char* name) {
+  for (const char* attr : {"trusted.overlay.redirect", "user.overlay.redirect"})
+    if (auto v = sys::getxattr(dirfd, name, attr); v) return *v;
+  return {};
+}
+
+Status clear_redirect(int fd) {
+  for (const char* attr : {"trusted.overlay.redirect", "user.overlay.redirect"})
+    if (auto r = sys::removexattr(fd, "", attr); !r && r.error() != ENODATA && r.error() != EPERM &&
+                                                  r.error() != EOPNOTSUPP)
+      return r;
+  return {};
+}
+
 namespace {
 constexpr std::string_view kTrustedOverlay = "trusted.overlay.";
 }  // namespace

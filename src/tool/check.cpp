@@ -326,11 +326,12 @@ class Checker {
     if (!names) return;
     for (const auto& attr : *names) {
       if (attr == "trusted.overlay.metacopy" || attr == "user.overlay.metacopy") {
-        std::optional<Resolution> data;
-        if (sub && below) {
-          auto r = resolve_child(*sub, view_of(*below), name, false);
-          if (!r) die(fmt::format("check: {}: {}", printable(path), sys::errno_text(r.error())));
-          if (r->found && S_ISREG(r->st.st_mode)) data = std::move(*r);
+        // Its data: by its name below, or where its redirect (a renamed metacopy) leads.
+        bool data = false;
+        if (sub) {
+          DirView view = below ? view_of(*below) : DirView{};
+          view.layers.insert(view.layers.begin(), DirView::Entry{0, dirfd});  // for its redirect
+          data = bool(resolve_metacopy_data(*sub, view, name));
         }
         if (!data)
           add(true, k, path,
@@ -340,9 +341,9 @@ class Checker {
               fmt::format("rm -- {}  (its data is gone)", shell_quote(real_path(stack_, k, path))));
         continue;
       }
-      if (attr != "trusted.overlay.opaque" && attr != "user.overlay.opaque" && attr != "trusted.overlay.redirect" &&
-          attr != "user.overlay.redirect")
-        continue;
+      const bool redirect = attr == "trusted.overlay.redirect" || attr == "user.overlay.redirect";
+      if (attr != "trusted.overlay.opaque" && attr != "user.overlay.opaque" && !redirect) continue;
+      if (redirect && has_metacopy(dirfd, name.c_str())) continue;  // a renamed metacopy's: checked above
       add(false, k, path, fmt::format("{} on a non-directory: ignored", attr),
           fmt::format("setfattr -x {} {}", attr, shell_quote(real_path(stack_, k, path))));
     }

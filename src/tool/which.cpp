@@ -285,20 +285,24 @@ class Which {
     DirView lowers = view_of(parent.res);  // the parent's fds: names are looked at one level at a time
     if (lowers.layers.empty() || lowers.layers.front().layer != 0) return;
     if (!has_metacopy(lowers.layers.front().fd, name.c_str())) return;
-    if (!lowers.layers.empty() && lowers.layers.front().layer == 0) lowers.layers.erase(lowers.layers.begin());
-    auto data = resolve_child(stack_, lowers, name, false);
+    auto data = resolve_metacopy_data(stack_, lowers, name);
     LayerLine& top = s.lines[0];
-    if (!data || !data->found || !S_ISREG(data->st.st_mode)) {
+    if (!data) {
       top.text = "found: regular file, metadata only (metacopy), but no regular file below holds its data: "
                  "the mount answers EIO";
       return;
     }
     s.data_layer = data->layer;
-    top.text = fmt::format("found: regular file, metadata only (metacopy): its data is in layer {}", data->layer);
+    top.text = fmt::format("found: regular file, metadata only (metacopy): its data is in layer {}{}", data->layer,
+                           data->path.empty() ? "" : fmt::format(" at /{} (redirect)", printable(data->path)));
     LayerLine& below = s.lines[data->layer];
     below.verdict = "data";
     below.text = "regular file: the data of the metacopy file in layer 0 (read until it is written)";
     below.hidden_by.reset();
+    if (!data->path.empty()) {  // renamed: the data is elsewhere than this name
+      below.type = S_IFREG;
+      below.real = real_path(stack_, data->layer, data->path);
+    }
   }
 
   void hide(LayerLine& line, const Stop& stop) const {

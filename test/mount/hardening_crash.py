@@ -17,7 +17,7 @@ Passthrough alternates off/on between iterations. The lower layers must be untou
 Scenarios: big (append one byte to a 64 MiB lower file: copy-up of the data), metacopy (the same
 file chmod-ed first with metacopy=on: its data is copied into the metadata-only copy), small (append,
 chmod, setxattr on 300 small lower files with set-id modes, owners, xattrs), renames (lower files
-into another dir, some over existing entries), dirs (renames of lower dirs with content, merged
+into another dir, some over existing entries; renames-metacopy: the same with metacopy=on), dirs (renames of lower dirs with content, merged
 from two layers, same parent and across parents: redirects), rmrf (rm -rf of merged lower trees:
 whiteouts), opaque (rm -rf, mkdir again, create inside: opaque dirs), deep (a 120-level lower
 directory chain copied up by appends at every level).
@@ -413,6 +413,13 @@ class Renames(Scenario):
         return p
 
 
+class RenamesMetacopy(Renames):
+    """The same renames with metacopy=on: each lower file moves as a metacopy whose redirect
+    (set at the old name, before the move) leads to its data."""
+    name = "renames-metacopy"
+    extra_opts = ["metacopy=on"]
+
+
 class DirRenames(Scenario):
     name, top = "dirs", "dirs"
     N = 24
@@ -696,7 +703,7 @@ class Deep(Scenario):
                 if hl.read_file(L.m(f"{rel}/f")) != f"level {i}\nmore\n".encode()]
 
 
-ALL = [Big(), BigMetacopy(), Small(), Renames(), DirRenames(), RmRf(), Opaque(), Deep()]
+ALL = [Big(), BigMetacopy(), Small(), Renames(), RenamesMetacopy(), DirRenames(), RmRf(), Opaque(), Deep()]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -30,10 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mountlib as ml  # noqa: E402
 
 KERNEL_OPTS = ("redirect_dir=on", "index=off", "metacopy=on")
-# Where strata-fs differs on disk, on purpose: a rename or link of a metacopy file copies its data
-# first (the kernel keeps the metacopy and records a redirect to the lower data). The merged views
-# are the same.
-DATA_FIRST = ("d/renamed-to", "d/linked", "d/linked-2")
+# Where strata-fs differs on disk, on purpose: a link of a metacopy file copies its data first (the
+# kernel keeps the metacopy and records a redirect to the lower data). The merged views are the
+# same. (A rename keeps the metacopy and sets a redirect on both.)
+DATA_FIRST = ("d/linked", "d/linked-2")
 MARKERS = ("trusted.overlay.metacopy", "user.overlay.metacopy")
 
 
@@ -75,6 +75,7 @@ def phase2(mnt):
         f.write(b"new\n")
     os.truncate(p("d/trunc"), 10)
     os.rename(p("d/renamed"), p("d/renamed-to"))
+    os.rename(p("d/big"), p("top/big-moved"))  # to another directory: an absolute redirect
     os.link(p("d/linked"), p("d/linked-2"))
     os.unlink(p("d/gone"))
 
@@ -144,11 +145,23 @@ def section_a(s, opts):
         s.expect_eq(diff(ku, su), [],
                     f"{phase.__name__}: the upper on disk is the kernel's (metacopy or full copy, size, data)")
     uv = upper_view(S.upper)
-    s.expect_eq(uv.get("d/big"), ("metacopy", 1 << 20, "no data"), "the chmod-ed 1 MiB file is a metacopy in the upper")
+    s.expect_eq(uv.get("top/big-moved"), ("metacopy", 1 << 20, "no data"),
+                "the chmod-ed 1 MiB file is a metacopy in the upper, also once renamed")
+    s.expect_eq(uv.get("d/renamed-to"), ("metacopy", 13, "no data"), "a renamed one too")
     s.expect_eq(uv.get("d/append"), ("full copy", 14, "data"), "the appended one has its data")
+    kernel_view = merged_view(K.mnt)
     K.umount()
     S.umount()
     s.expect_eq([merged_view(d) for d in S.lowers], lowers_before, "the lower layers are untouched")
+    # From disk alone, crosswise: the redirects and markers, not the daemon's memory, carry it.
+    S.mount_kernel(KERNEL_OPTS)
+    s.expect_eq(diff(kernel_view, merged_view(S.mnt)), [], "the kernel mounts strata's upper: the same view")
+    S.umount()
+    S.mount_strata(["metacopy=on"] + opts)
+    s.expect_eq(diff(kernel_view, merged_view(S.mnt)), [], "strata-fs mounts its upper again: the same view")
+    S.umount()
+    K.mount_strata(opts)
+    s.expect_eq(diff(kernel_view, merged_view(K.mnt)), [], "strata-fs mounts the kernel's upper: the same view")
 
 
 def section_b(s):
@@ -169,6 +182,16 @@ def section_b(s):
     s.expect(any(v[0] == "metacopy" for v in upper_view(K.upper).values()), "the kernel wrote metacopy files")
     K.mount_strata()  # without metacopy=on: the files are still read right
     s.expect_eq(diff(seen_by_kernel, merged_view(K.mnt)), [], "strata-fs mounts the kernel's metacopy upper: same tree")
+    K.umount()
+    K.mount_kernel(KERNEL_OPTS)  # renames by the kernel: relative and absolute redirects on files
+    os.rename(K.m("d/renamed"), K.m("d/renamed-by-kernel"))
+    os.rename(K.m("d/mid"), K.m("top/mid-by-kernel"))
+    seen_by_kernel = merged_view(K.mnt)
+    K.umount()
+    K.mount_strata()
+    s.expect_eq(diff(seen_by_kernel, merged_view(K.mnt)), [],
+                "strata-fs follows the kernel's redirects of renamed metacopy files")
+    os.rename(K.m("d/renamed-by-kernel"), K.m("d/renamed"))  # back, for phase2
     phase2(K.mnt)
     after = merged_view(K.mnt)
     K.umount()

@@ -59,8 +59,28 @@ try:
     suite.check("du: the text says how many metacopy files", [] if "(1 metacopy file: attributes only" in r.stdout
                 else [r.stdout])
 
+    # Renamed: a metacopy elsewhere whose redirect leads to the data (and a whiteout at the old name
+    # would hide it in the merged tree: the data is still found).
+    metacopy(t.path("upper/moved"), MiB)
+    os.setxattr(t.path("upper/moved"), "trusted.overlay.redirect", b"/d/big")
+    r = toolkit.run("which", "-o", OPTS, "moved")
+    suite.expect_lines("which: a renamed metacopy names where its redirect leads", r, [
+        f"/moved: regular file from layer 0 (upper {U}): {U}/moved; metadata only (metacopy): its data is the "
+        f"file in layer 1: {L}/d/big",
+        f"  layer 0 (upper {U}): found: regular file, metadata only (metacopy): its data is in layer 1 at /d/big "
+        f"(redirect): {U}/moved",
+        f"  layer 1 (lower {L}): regular file: the data of the metacopy file in layer 0 (read until it is "
+        f"written): {L}/d/big",
+    ])
+
     r = toolkit.run("check", "-o", OPTS)
-    suite.expect_lines("check: a metacopy file with its data below is fine", r, ["clean: no problems in 2 layers"])
+    suite.expect_lines("check: metacopy files with their data below are fine (by name, by redirect)", r,
+                       ["clean: no problems in 2 layers"])
+    os.setxattr(t.path("upper/moved"), "trusted.overlay.redirect", b"/d/nothing")
+    r = toolkit.run("check", "-o", OPTS)
+    suite.check("check: a redirect to nothing is a problem", [] if r.returncode == 1 and f"{U}/moved: trusted.overlay.metacopy" in r.stdout else [r.stdout])
+    os.removexattr(t.path("upper/moved"), "trusted.overlay.redirect")
+    os.unlink(t.path("upper/moved"))
     metacopy(t.path("upper/d/orphan"), 10)
     r = toolkit.run("check", "-o", OPTS)
     suite.expect_lines("check: a metacopy file with nothing below is a problem", r, [

@@ -202,27 +202,66 @@ TEST_CASE("metacopy: a data copy that fails leaves the file reading as the lower
   CHECK(test::read_file(t / "upper/f") == data);
 }
 
-TEST_CASE("metacopy: rename and link take the data along", "[metacopy]") {
+TEST_CASE("metacopy: rename keeps the metacopy with a redirect to the data; link copies the data", "[metacopy]") {
   TempDir t;
   test::make_layers(t, 1);
-  write_file(t / "lower1/a", "data of a");
+  write_file(t / "lower1/d/a", "data of a");
   write_file(t / "lower1/b", "data of b");
+  test::make_dir(t / "lower1/e");
   auto ov = open_with_metacopy(t, true);
-  auto a = walk(*ov, "a");
+  auto a = walk(*ov, "d/a");
   auto b = walk(*ov, "b");
+  auto e = walk(*ov, "e");
+  auto d = walk(*ov, "d");
   REQUIRE_OK(a);
   REQUIRE_OK(b);
-  REQUIRE_OK(ov->setattr(a->node, chmod_to(0600), -1));
-  REQUIRE_OK(ov->setattr(b->node, chmod_to(0600), -1));
-  REQUIRE_OK(ov->rename(ov->root(), "a", ov->root(), "a2", 0));
-  CHECK(test::read_file(t / "upper/a2") == "data of a");
-  CHECK_FALSE(test::get_xattr(t / "upper/a2", kMarker).has_value());
-  REQUIRE_OK(ov->link(b->node, ov->root(), "b2"));
-  CHECK(test::read_file(t / "upper/b2") == "data of b");
-  CHECK_FALSE(test::get_xattr(t / "upper/b", kMarker).has_value());
-  auto b2 = walk(*ov, "b2");
-  REQUIRE_OK(b2);
-  CHECK(read_through(*ov, b2->node) == "data of b");
+  REQUIRE_OK(e);
+  REQUIRE_OK(d);
+  REQUIRE_OK(ov->rename(d->node, "a", e->node, "a2", 0));  // a lower file: no data copied
+  CHECK(test::get_xattr(t / "upper/e/a2", kMarker).has_value());
+  CHECK(test::get_xattr(t / "upper/e/a2", "trusted.overlay.redirect") == "/d/a");
+  CHECK(test::is_chardev_whiteout(t / "upper/d/a"));
+  CHECK_FALSE(has_data(t / "upper/e/a2"));
+  CHECK(read_through(*ov, a->node) == "data of a");
+  REQUIRE_OK(ov->rename(e->node, "a2", ov->root(), "a3", 0));  // again: the redirect stays
+  CHECK(test::get_xattr(t / "upper/a3", "trusted.overlay.redirect") == "/d/a");
+  CHECK(read_through(*ov, a->node) == "data of a");
+
+  SECTION("a fresh lookup follows the redirect") {
+    a = {};
+    b = {};
+    d = {};
+    e = {};
+    ov.reset();
+    auto again = open_with_metacopy(t, true);
+    auto a3 = walk(*again, "a3");
+    REQUIRE_OK(a3);
+    CHECK(read_through(*again, a3->node) == "data of a");
+    auto fd = again->open(a3->node, O_WRONLY | O_APPEND);  // the data follows, the markers go
+    REQUIRE_OK(fd);
+    CHECK(test::read_file(t / "upper/a3") == "data of a");
+    CHECK_FALSE(test::get_xattr(t / "upper/a3", kMarker).has_value());
+    CHECK_FALSE(test::get_xattr(t / "upper/a3", "trusted.overlay.redirect").has_value());
+  }
+  SECTION("link copies the data") {
+    REQUIRE_OK(ov->setattr(b->node, chmod_to(0600), -1));
+    REQUIRE_OK(ov->link(b->node, ov->root(), "b2"));
+    CHECK(test::read_file(t / "upper/b2") == "data of b");
+    CHECK_FALSE(test::get_xattr(t / "upper/b", kMarker).has_value());
+    auto b2 = walk(*ov, "b2");
+    REQUIRE_OK(b2);
+    CHECK(read_through(*ov, b2->node) == "data of b");
+  }
+  SECTION("a redirect that leaves the layers is not followed") {
+    test::set_xattr(t / "upper/a3", "trusted.overlay.redirect", "/../lower1/b");
+    a = {};
+    b = {};
+    d = {};
+    e = {};
+    ov.reset();
+    auto again = open_with_metacopy(t, true);
+    CHECK(errname(walk(*again, "a3")) == "EIO");
+  }
 }
 
 TEST_CASE("metacopy files of the upper, as the kernel writes them", "[metacopy]") {
