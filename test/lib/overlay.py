@@ -44,6 +44,9 @@ SKIP = 77
 # not implement (inode index, metacopy) are switched off explicitly so the oracle does not depend
 # on the kernel's build-time defaults.
 KERNEL_BASE_OPTS = ("index=off", "metacopy=off")
+# A strata-fs run with -o metacopy=on (STRATA_SUT_OPTS) is compared with the kernel's metacopy=on.
+if "metacopy=on" in os.environ.get("STRATA_SUT_OPTS", "").split(","):
+    KERNEL_BASE_OPTS = ("index=off", "metacopy=on")
 
 # ------------------------------------------------------------------------------------------------
 # environment

@@ -18,7 +18,9 @@ Both run with passthrough on and off.
 
 Environment: HARDENING_STRESS_SECONDS (total for the random part, split between the two
 passthrough modes; default 20), HARDENING_STRESS_PROCS (default 5), HARDENING_STRESS_OPS
-(replay operations per process, default 250), HARDENING_STRESS_SEED.
+(replay operations per process, default 250), HARDENING_STRESS_SEED; STRATA_SUT_OPTS (extra
+-o options of strata-fs: hardening_stress_metacopy.sh runs it all with metacopy=on, against the
+kernel's metacopy=on).
 """
 
 import os
@@ -258,7 +260,7 @@ def section_replay(s, pt):
     K = ml.Layout(ml.scratch(f"stress-replay-k-{tag}"), n_lowers=2)
     build_tree(S.lowers, tops, SEED)
     build_tree(K.lowers, tops, SEED)
-    S.mount_strata([] if pt else ["passthrough=off"])
+    S.mount_strata(([] if pt else ["passthrough=off"]) + ov.sut_extra_opts())
     workers = [hl.Worker(replay_worker(S.mnt, scripts[i]), os.path.join(S.root, f"replay{i}.log"))
                for i in range(PROCS)]
     for w in workers:
