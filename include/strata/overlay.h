@@ -128,6 +128,10 @@ class Overlay {
   // The same for a change of attributes only (chmod, chown, utimes, xattrs): with metacopy=on a
   // lower regular file gets a metadata-only copy (the kernel's metacopy format); else copy_up.
   Status copy_up_metadata(const NodePtr& node);
+  // Before the first write through an open whose data copy-up was deferred (open's defer_data):
+  // copy the data, from `data_fd` (the data file opened with it) when the name no longer leads
+  // to it (the file was removed or replaced while open).
+  Status copy_up_data(const NodePtr& node, int data_fd);
 
   // Called when the daemon changed what getattr shows for a node behind the kernel's back (a
   // directory copied up becomes merged: its nlink changes): the adapter invalidates its cache.
@@ -156,7 +160,7 @@ class Overlay {
   Status copy_up_impl(const NodePtr& node, bool with_data, bool metadata_only);
   // Copy the data of a metacopy file into its upper file, in place: the marker goes last, so a
   // crash before it leaves a file that still reads as the lower one (the kernel's order).
-  Status complete_metacopy(const NodePtr& node, bool with_data);
+  Status complete_metacopy(const NodePtr& node, bool with_data, int data_fd = -1);
   // rename of a metacopy file: the redirect that keeps its data found from the new name ("" if
   // the path is too long for the kernel's redirect_max: then the data is copied instead).
   std::string metacopy_redirect_for(const NodePtr& node, const NodePtr& parent, std::string_view name) const;

@@ -82,7 +82,9 @@ struct MetacopyData {
   struct stat st {};
   std::string path;  // from the layer roots, when a redirect sent the search elsewhere
 };
-Result<MetacopyData> resolve_metacopy_data(const LayerStack& stack, const DirView& parent, std::string_view name);
+// `prefix`: the namespace its redirect is read from (see has_metacopy); empty: either.
+Result<MetacopyData> resolve_metacopy_data(const LayerStack& stack, const DirView& parent, std::string_view name,
+                                           std::string_view prefix = {});
 
 // Walk `path` (relative, '/'-separated) from a layer root one directory at a time, never
 // following a symlink and never above the root ("..": EXDEV).

@@ -58,13 +58,16 @@ Status set_redirect(const LayerStack& stack, int fd, const std::string& path);
 // Metacopy (the kernel's metacopy=on format): a regular file of the upper with the xattr
 // overlay.metacopy holds the attributes only; its data is the file of the same name in the lower
 // layers. The value is empty (or, from newer kernels, a versioned digest we do not check).
-// `dirfd`+`name` as for fstatat; name "" means dirfd itself.
-bool has_metacopy(int dirfd, const char* name);
+// `dirfd`+`name` as for fstatat; name "" means dirfd itself. `prefix`: the one namespace a mount
+// honours for these ("trusted." or "user."): a metacopy with a redirect shows another file's data
+// under its own owner and mode, so one an unprivileged user could write (user.*) must not count
+// on a mount whose markers are trusted.*, as in the kernel. Empty: either (offline readers).
+bool has_metacopy(int dirfd, const char* name, std::string_view prefix = {});
 Status set_metacopy(const LayerStack& stack, int fd);
 Status clear_metacopy(int fd);  // both namespaces; absent is fine
 // The redirect of a metacopy file (where its data is: "/a/b" from the layer roots, or a name
 // beside it); "" when there is none. And its removal, once the data is in the file.
-std::string read_redirect(int dirfd, const char* name);
+std::string read_redirect(int dirfd, const char* name, std::string_view prefix = {});
 Status clear_redirect(int fd);
 
 // Names of the xattrs that are ours and never show through the mount.

@@ -227,8 +227,8 @@ Result<Entry> Overlay::lookup_locked(const NodePtr& parent, std::string_view nam
   std::optional<MetacopyData> metacopy;
   const struct stat& top = res->st;
   if (res->found && res->layer == 0 && S_ISREG(top.st_mode) &&
-      has_metacopy(view.layers.front().fd, std::string(name).c_str())) {
-    auto data = resolve_metacopy_data(*stack_, view, name);
+      has_metacopy(view.layers.front().fd, std::string(name).c_str(), stack_->xattr_prefix())) {
+    auto data = resolve_metacopy_data(*stack_, view, name, stack_->xattr_prefix());
     if (!data) {
       if (tracer_ && tracer_->on(kTraceError))
         tracer_->emit(kTraceError, fmt::format("{}: metacopy file in the upper without a data file below: {}",

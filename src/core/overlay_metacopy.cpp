@@ -30,6 +30,11 @@ bool Overlay::data_in_upper(const Node& node) const {
 
 Status Overlay::copy_up_metadata(const NodePtr& node) { return copy_up_impl(node, true, true); }
 
+Status Overlay::copy_up_data(const NodePtr& node, int data_fd) {
+  if (in_upper(*node)) return complete_metacopy(node, true, data_fd);
+  return copy_up(node);
+}
+
 std::string Overlay::metacopy_redirect_for(const NodePtr& node, const NodePtr& parent, std::string_view name) const {
   std::shared_ptr<const std::string> known;
   {
@@ -47,7 +52,7 @@ std::string Overlay::metacopy_redirect_for(const NodePtr& node, const NodePtr& p
   return path.size() + 1 > 256 ? std::string() : "/" + path;
 }
 
-Status Overlay::complete_metacopy(const NodePtr& node, bool with_data) {
+Status Overlay::complete_metacopy(const NodePtr& node, bool with_data, int data_fd) {
   STRATA_TRY(ensure_writable());
   std::lock_guard copy_lock(copy_up_lock(*node));
   {
@@ -56,8 +61,9 @@ Status Overlay::complete_metacopy(const NodePtr& node, bool with_data) {
   }
   const auto start = std::chrono::steady_clock::now();
   // Both files are opened under the parent's names lock (so the names still mean this node),
-  // one after the other: a shared_mutex can't be taken twice by one thread. The node can't be
-  // renamed or linked in between: those copy up first, which waits for our copy-up lock.
+  // one after the other: a shared_mutex can't be taken twice by one thread. A rename in between
+  // is harmless (it waits for our copy-up lock before it moves a metacopy: overlay_rename.cpp);
+  // a link copies up first, which waits for it too.
   UniqueFd upper, data;
   int data_layer = -1;
   {
@@ -71,12 +77,18 @@ Status Overlay::complete_metacopy(const NodePtr& node, bool with_data) {
   }
   if (with_data) {
     auto loc = locate(node, true, true);
-    if (!loc) return fail(loc.error());
-    if (loc->layer == 0) return fail(ESTALE);
-    data_layer = loc->layer;
-    auto fd = sys::openat(loc->dirfd, loc->name.c_str(), O_RDONLY | O_NOFOLLOW);
-    if (!fd) return fail(fd.error());
-    data = std::move(*fd);
+    if (loc && loc->layer != 0) {
+      data_layer = loc->layer;
+      auto fd = sys::openat(loc->dirfd, loc->name.c_str(), O_RDONLY | O_NOFOLLOW);
+      if (!fd) return fail(fd.error());
+      data = std::move(*fd);
+    } else if (data_fd >= 0) {  // removed while open: its name no longer leads to the data
+      auto fd = sys::reopen(data_fd, O_RDONLY);
+      if (!fd) return fail(fd.error());
+      data = std::move(*fd);
+    } else {
+      return fail(loc ? ESTALE : loc.error());
+    }
   }
   auto before = sys::fstat(upper.get());
   if (!before) return fail(before.error());

@@ -135,6 +135,10 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
   }
   if (release.d) STRATA_TRY(copy_up(release.d));
   STRATA_TRY(copy_up(p2));
+  // A metacopy moves with its redirect under its copy-up lock (taken before the names locks, as
+  // the lock order says): a data copy-up finishing meanwhile would remove that redirect.
+  std::unique_lock<std::mutex> metacopy_lock;
+  if (!data_redirect.empty()) metacopy_lock = std::unique_lock(copy_up_lock(*release.s));
 
   // The rename itself, with both directories' names locked.
   std::unique_lock lock1(p1->names_mu(), std::defer_lock), lock2(p2->names_mu(), std::defer_lock);
@@ -165,24 +169,24 @@ Status Overlay::rename(const NodePtr& p1, std::string_view n1_view, const NodePt
     STRATA_TRY(mark_dir_for_move(D, p1, n1));
   }
   bool set_data_path = false;
-  if (!data_redirect.empty()) {
-    if (!S) return fail(ESTALE);
-    bool has_redirect;
-    {
-      std::lock_guard lock(S->mu);
-      if (S->data_layer < 0) return fail(ESTALE);  // its data was copied meanwhile: start over
-      has_redirect = bool(S->data_path);
-    }
-    // Set at the old name, before the move: any moment (and any crash) finds the data.
-    if (!has_redirect) {
-      STRATA_TRY(sys::setxattr(u1, n1.c_str(), (stack_->xattr_prefix() + "overlay.redirect").c_str(), data_redirect));
-      set_data_path = true;
-      if (tracer_ && tracer_->on(kTraceRename))
-        tracer_->emit(kTraceRename,
-                      fmt::format("{}: metacopy file moves: redirect \"{}\" to its data set in upper {}",
-                                  child_path(*p1, n1), data_redirect, stack_->layer(0).path),
-                      {field("path", child_path(*p1, n1)), field("redirect", data_redirect)});
-    }
+  bool s_metacopy = false;
+  if (S) {
+    std::lock_guard lock(S->mu);
+    s_metacopy = S->data_layer >= 0;
+  }
+  if (!data_redirect.empty() && S && s_metacopy) {
+    // Set at the old name, before the move: any moment (and any crash) finds the data. Always
+    // written, absolute: one the file had may be relative (the kernel's, within one directory),
+    // which would lead elsewhere from another directory.
+    STRATA_TRY(sys::setxattr(u1, n1.c_str(), (stack_->xattr_prefix() + "overlay.redirect").c_str(), data_redirect));
+    set_data_path = true;
+    if (tracer_ && tracer_->on(kTraceRename))
+      tracer_->emit(kTraceRename,
+                    fmt::format("{}: metacopy file moves: redirect \"{}\" to its data set in upper {}",
+                                child_path(*p1, n1), data_redirect, stack_->layer(0).path),
+                    {field("path", child_path(*p1, n1)), field("redirect", data_redirect)});
+  } else if (!data_redirect.empty() && !S) {
+    return fail(ESTALE);  // no node for the name we copied up: it changed under us
   }
 
   if (exchange) {

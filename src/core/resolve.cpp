@@ -29,8 +29,9 @@ Result<UniqueFd> open_dir_path(int root, const std::string& path) {
     std::string part = path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
     pos = slash == std::string::npos ? path.size() : slash + 1;
     if (part.empty() || part == ".") continue;
-    // A redirect comes from an xattr in a layer: never let it climb out of the layer root.
-    if (part == "..") return fail(EXDEV);
+    // A redirect comes from an xattr in a layer: never let it climb out of the layer root (a NUL
+    // would end the name early for openat: "..\0x" is "..").
+    if (part == ".." || part.find('\0') != std::string::npos) return fail(EXDEV);
     auto next = sys::openat(cur->get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (!next) return next;
     cur = std::move(next);
@@ -39,7 +40,8 @@ Result<UniqueFd> open_dir_path(int root, const std::string& path) {
 }
 
 bool valid_redirect(const std::string& target) {
-  if (target.empty()) return false;
+  // An xattr value may hold NUL bytes: "..\0" is no "..", but the kernel's openat stops at the NUL.
+  if (target.empty() || target.find('\0') != std::string::npos) return false;
   if (!target.starts_with('/')) return target.find('/') == std::string::npos && target != "." && target != "..";
   bool any = false;
   for (size_t pos = 1; pos <= target.size();) {
@@ -198,10 +200,11 @@ Result<Resolution> resolve_child(const LayerStack& stack, const DirView& parent,
   return std::move(s.res);
 }
 
-Result<MetacopyData> resolve_metacopy_data(const LayerStack& stack, const DirView& parent, std::string_view name) {
+Result<MetacopyData> resolve_metacopy_data(const LayerStack& stack, const DirView& parent, std::string_view name,
+                                           std::string_view prefix) {
   DirView lowers = parent;
   const bool has_upper = !lowers.layers.empty() && lowers.layers.front().layer == 0;
-  std::string redirect = has_upper ? read_redirect(lowers.layers.front().fd, std::string(name).c_str()) : "";
+  std::string redirect = has_upper ? read_redirect(lowers.layers.front().fd, std::string(name).c_str(), prefix) : "";
   if (has_upper) lowers.layers.erase(lowers.layers.begin());
   MetacopyData data;
   // A redirect comes from an xattr: followed only within the layers (no "..", no symlinks).

@@ -99,12 +99,17 @@ Status set_redirect(const LayerStack& stack, int fd, const std::string& path) {
   return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.redirect").c_str(), path);
 }
 
-bool has_metacopy(int dirfd, const char* name) {
+namespace {
+bool in_namespace(std::string_view attr, std::string_view prefix) { return prefix.empty() || attr.starts_with(prefix); }
+}  // namespace
+
+bool has_metacopy(int dirfd, const char* name, std::string_view prefix) {
   // One listxattr answers for both namespaces (and is cheap on the common file without xattrs).
   auto names = sys::listxattr(dirfd, name);
   if (!names) return false;
   for (const auto& attr : *names)
-    if (attr == "trusted.overlay.metacopy" || attr == "user.overlay.metacopy") return true;
+    if ((attr == "trusted.overlay.metacopy" || attr == "user.overlay.metacopy") && in_namespace(attr, prefix))
+      return true;
   return false;
 }
 
@@ -120,9 +125,10 @@ Status clear_metacopy(int fd) {
   return {};
 }
 
-std::string read_redirect(int dirfd, const char* name) {
+std::string read_redirect(int dirfd, const char* name, std::string_view prefix) {
   for (const char* attr : {"trusted.overlay.redirect", "user.overlay.redirect"})
-    if (auto v = sys::getxattr(dirfd, name, attr); v) return *v;
+    if (in_namespace(attr, prefix))
+      if (auto v = sys::getxattr(dirfd, name, attr); v) return *v;
   return {};
 }
 

@@ -81,7 +81,7 @@ FileHandle* file_of(struct fuse_file_info* fi) { return reinterpret_cast<FileHan
 // deferred: copy the data now. 0 or an errno for the reply.
 int ensure_data(Daemon& d, FileHandle* fh) {
   if (!fh->data_deferred.load(std::memory_order_acquire)) return 0;
-  if (auto r = d.overlay->copy_up(fh->node); !r) return r.error();
+  if (auto r = d.overlay->copy_up_data(fh->node, fh->lower_fd.get()); !r) return r.error();
   fh->data_deferred.store(false, std::memory_order_release);
   return 0;
 }
@@ -349,9 +349,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       auto fd = with_fd_room(d, [&] { return d.overlay->open(node, fi->flags, defer); });
       if (!fd) return (void)fuse_reply_err(req, fd.error());
       const bool deferred = defer && !d.overlay->data_in_upper(*node);
-      UniqueFd lower;
-      if (deferred && (fi->flags & O_ACCMODE) == O_RDWR) {
-        auto r = with_fd_room(d, [&] { return d.overlay->open(node, O_RDONLY); });  // the data below
+      UniqueFd lower;  // the data below: read until it is copied, and copied from if the name goes
+      if (deferred) {
+        auto r = with_fd_room(d, [&] { return d.overlay->open(node, O_RDONLY); });
         if (!r) return (void)fuse_reply_err(req, r.error());
         lower = std::move(*r);
       }
@@ -367,8 +367,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
       auto* fh = new FileHandle(std::move(*fd), node, follow);
       if (deferred) {
         fh->data_deferred = true;
-        if (lower) {  // reads take the data below until it is copied up (read_fd_of switches)
-          fh->lower_fd = std::move(lower);
+        fh->lower_fd = std::move(lower);
+        if ((fi->flags & O_ACCMODE) == O_RDWR) {  // reads take the data below until it is copied up
           fh->read_fd = fh->lower_fd.get();
           fh->on_lower = true;
         }

@@ -326,6 +326,14 @@ class Checker {
     if (!names) return;
     for (const auto& attr : *names) {
       if (attr == "trusted.overlay.metacopy" || attr == "user.overlay.metacopy") {
+        if (k > 0) {
+          add(true, k, path,
+              fmt::format("{} in a lower layer: strata-fs follows metacopy files of the upper only and shows "
+                          "this one's own (sparse) content; the kernel with metacopy=on shows the data below",
+                          attr),
+              "make this layer from a mounted view (cp -a, tar) instead of from an upper directory");
+          continue;
+        }
         // Its data: by its name below, or where its redirect (a renamed metacopy) leads.
         bool data = false;
         if (sub) {

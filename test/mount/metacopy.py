@@ -18,6 +18,7 @@
      touch leaves a metacopy; a read-write open reads the lower data before its first write and
      its own writes after; dd conv=notrunc, mmap writes, fallocate and lseek(SEEK_DATA) through
      such an open see the whole file. Same merged view as the kernel after each step.
+  f  such an open keeps working when its name is removed or replaced before the first write.
 """
 
 import hashlib
@@ -191,7 +192,20 @@ def section_b(s):
     K.mount_strata()
     s.expect_eq(diff(seen_by_kernel, merged_view(K.mnt)), [],
                 "strata-fs follows the kernel's redirects of renamed metacopy files")
-    os.rename(K.m("d/renamed-by-kernel"), K.m("d/renamed"))  # back, for phase2
+    K.umount()
+    # A file the kernel renamed within its directory (relative redirect) moves to another one:
+    # strata-fs must write an absolute redirect, or the data is lost after a remount.
+    K.mount_strata(["metacopy=on"])
+    os.rename(K.m("d/renamed-by-kernel"), K.m("top/moved-across"))
+    moved = merged_view(K.mnt)
+    K.umount()
+    for how in ("kernel", "strata"):
+        K.mount_kernel(KERNEL_OPTS) if how == "kernel" else K.mount_strata()
+        s.expect_eq(diff(moved, merged_view(K.mnt)), [],
+                    f"after moving a kernel-renamed metacopy across directories: the same view on {how}")
+        K.umount()
+    K.mount_strata()
+    os.rename(K.m("top/moved-across"), K.m("d/renamed"))  # back, for phase2
     phase2(K.mnt)
     after = merged_view(K.mnt)
     K.umount()
@@ -287,6 +301,32 @@ def section_e(s, opts):
     s.expect_eq(diff(ku, su), [], "otherwise the upper on disk is the kernel's")
 
 
+def section_f(s, opts):
+    """An open for writing whose data is still below, then its name is removed or replaced: the
+    writes through it must still work (the data comes from the file opened with it)."""
+    K = build(ml.scratch("mc-f-kernel"))
+    S = build(ml.scratch("mc-f-strata"))
+    K.mount_kernel(KERNEL_OPTS)
+    S.mount_strata(["metacopy=on"] + opts)
+    results = []
+    for L in (K, S):
+        got = {}
+        fd = os.open(L.m("d/gone"), os.O_RDWR)
+        os.unlink(L.m("d/gone"))
+        got["write after unlink"] = os.pwrite(fd, b"W", 1)
+        got["read back"] = os.pread(fd, 100, 0)
+        os.close(fd)
+        fd = os.open(L.m("d/small"), os.O_WRONLY | os.O_APPEND)
+        os.rename(L.m("d/mid"), L.m("d/small"))
+        got["append after being replaced"] = os.write(fd, b"!")
+        os.close(fd)
+        with open(L.m("d/small"), "rb") as f:
+            got["the new d/small is d/mid's data"] = hashlib.sha256(f.read()).hexdigest()[:16]
+        results.append(got)
+    s.expect_eq(results[1], results[0], "the same results as the kernel")
+    s.expect_eq(diff(merged_view(K.mnt), merged_view(S.mnt)), [], "the same merged view")
+
+
 def main():
     s = ml.start("metacopy: metadata-only copy-up against the kernel's metacopy=on")
     for opts in ([], ["passthrough=off"]):
@@ -294,6 +334,7 @@ def main():
         s.run(f"a: same operations, same result [{tag}]", section_a, s, opts)
         s.run(f"d: open files [{tag}]", section_d, s, opts)
         s.run(f"e: data copied at the first write [{tag}]", section_e, s, opts)
+        s.run(f"f: the name goes while the file is open [{tag}]", section_f, s, opts)
     s.run("b: uppers cross over", section_b, s)
     s.run("c: trace", section_c, s)
     s.finish()

@@ -89,6 +89,13 @@ try:
         f"(its data is gone)",
         "1 problem, 0 warnings in 2 layers",
     ], rc=1)
+    # A layer that was an upper, stacked as a lower: its metacopy files are not followed there.
+    os.unlink(t.path("upper/d/orphan"))
+    U2 = t.path("upper2")
+    os.makedirs(U2)
+    r = toolkit.run("check", "-o", f"lowerdir={U}:{L},upperdir={U2}")
+    suite.check("check: a metacopy file in a lower layer is a problem", [] if r.returncode == 1 and
+                f"problem: {U}/d/big: trusted.overlay.metacopy in a lower layer" in r.stdout else [r.stdout])
 finally:
     t.cleanup()
 suite.finish()
