@@ -117,13 +117,20 @@ Status set_metacopy(const LayerStack& stack, int fd) {
   return sys::setxattr(fd, "", (stack.xattr_prefix() + "overlay.metacopy").c_str(), "");
 }
 
-Status clear_metacopy(int fd) {
-  for (const char* attr : {"trusted.overlay.metacopy", "user.overlay.metacopy"})
-    if (auto r = sys::removexattr(fd, "", attr); !r && r.error() != ENODATA && r.error() != EPERM &&
-                                                  r.error() != EOPNOTSUPP)
+namespace {
+// Remove overlay.FIELD in both namespaces; absent (or a namespace we may not touch) is fine.
+Status remove_overlay_xattr(int fd, std::string_view field) {
+  for (std::string_view ns : {"trusted.overlay.", "user.overlay."}) {
+    std::string attr = std::string(ns) + std::string(field);
+    if (auto r = sys::removexattr(fd, "", attr.c_str()); !r && r.error() != ENODATA && r.error() != EPERM &&
+                                                          r.error() != EOPNOTSUPP)
       return r;
+  }
   return {};
 }
+}  // namespace
+
+Status clear_metacopy(int fd) { return remove_overlay_xattr(fd, "metacopy"); }
 
 std::string read_redirect(int dirfd, const char* name, std::string_view prefix) {
   for (const char* attr : {"trusted.overlay.redirect", "user.overlay.redirect"})
@@ -132,13 +139,7 @@ std::string read_redirect(int dirfd, const char* name, std::string_view prefix) 
   return {};
 }
 
-Status clear_redirect(int fd) {
-  for (const char* attr : {"trusted.overlay.redirect", "user.overlay.redirect"})
-    if (auto r = sys::removexattr(fd, "", attr); !r && r.error() != ENODATA && r.error() != EPERM &&
-                                                  r.error() != EOPNOTSUPP)
-      return r;
-  return {};
-}
+Status clear_redirect(int fd) { return remove_overlay_xattr(fd, "redirect"); }
 
 namespace {
 constexpr std::string_view kTrustedOverlay = "trusted.overlay.";
