@@ -28,7 +28,10 @@ class IdMap {
   void set_squash(std::optional<uint32_t> id) { squash_ = id; }
   bool identity() const { return ranges_.empty() && !squash_; }
 
+  bool has_ranges() const { return !ranges_.empty(); }
+
   uint32_t shown(uint32_t disk) const;   // on disk -> as the mount shows it
+  uint32_t shown_by_ranges(uint32_t disk) const;  // the same, without squashing (ids in ACLs)
   uint32_t to_disk(uint32_t shown) const;  // as the caller gave it -> on disk
 
  private:

@@ -19,6 +19,9 @@ struct MountOptions {
   // Metadata-only copy-up (the kernel's metacopy=on): chmod, chown, touch -m/-a by path and
   // xattr changes of a lower file copy its attributes, not its data, until it is opened for writing.
   bool metacopy = false;
+  // POSIX ACLs enforced by the kernel (FUSE_POSIX_ACL), as the kernel overlay does; `noacl`
+  // (fuse-overlayfs' option) turns that off: ACLs are then stored but not checked.
+  bool acl = true;
   bool debug = false;
   bool read_only = false;              // `ro`
   std::string trace;                   // trace categories ("all", "lookup+copyup", ...)

@@ -28,6 +28,9 @@ namespace strata {
 struct Caller {
   uid_t uid = 0;
   gid_t gid = 0;
+  // For new objects: the caller's umask when the kernel left it to us (0 when it applied it).
+  // It applies only where the parent directory has no default ACL (POSIX).
+  mode_t umask = 0;
 };
 
 struct Entry {

@@ -36,8 +36,9 @@ std::expected<std::vector<IdRange>, std::string> IdMap::parse(const std::string&
   return ranges;
 }
 
-uint32_t IdMap::shown(uint32_t disk) const {
-  if (squash_) return *squash_;
+uint32_t IdMap::shown(uint32_t disk) const { return squash_ ? *squash_ : shown_by_ranges(disk); }
+
+uint32_t IdMap::shown_by_ranges(uint32_t disk) const {
   if (ranges_.empty()) return disk;
   for (const auto& r : ranges_)
     if (disk >= r.disk && disk - r.disk < r.length) return r.shown + (disk - r.disk);

@@ -47,7 +47,7 @@ constexpr std::array kFuseValueOptions = {"fsname", "subtype", "max_read", "cont
 
 // Accepted for compatibility (fuse-overlayfs, kernel overlay, mount(8)) without effect here.
 constexpr std::array kIgnoredOptions = {
-    "static_nlink", "noacl", "userxattr", "relatime", "strictatime",
+    "static_nlink", "userxattr", "relatime", "strictatime",
     "lazytime", "nostrictatime", "_netdev", "nofail", "noauto", "auto", "user", "users", "owner",
     "nouser", "defaults", "kernel_cache", "silent", "loud", "nfs_export", "clone_fd"};
 constexpr std::array kIgnoredValueOptions = {
@@ -110,6 +110,8 @@ std::expected<void, std::string> parse_option_string(const std::string& text, Mo
       if (value != "on" && value != "off")
         return std::unexpected(fmt::format("metacopy '{}': must be on or off", value));
       out.metacopy = value == "on";
+    } else if (key == "noacl" && !has_value) {
+      out.acl = false;
     } else if (key == "debug" && !has_value) {
       out.debug = true;
     } else if (key == "trace") {

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "strata/fs_util.h"
+#include "strata/posix_acl.h"
 #include "strata/sys.h"
 #include "strata/whiteout.h"
 
@@ -20,6 +21,38 @@ namespace strata {
 
 namespace {
 
+// Where an object made aside is built before one rename puts it in the upper: the workdir, or,
+// so that it inherits a parent's default ACL as if made in the parent, a private dir in the
+// workdir carrying that ACL (removed when done; a crash leaves it to the workdir's cleanup).
+class StagingDir {
+ public:
+  static Result<StagingDir> open(int work, int acl_parent) {
+    StagingDir s(work);
+    if (acl_parent < 0) return s;
+    auto acl = sys::getxattr(acl_parent, "", kAclDefaultXattr);
+    if (!acl) return fail(acl.error());
+    const std::string name = staging_name("acl");
+    if (::mkdirat(work, name.c_str(), 0700) < 0) return fail_errno();
+    s.name_ = name;
+    auto fd = sys::openat(work, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd) return fail(fd.error());
+    s.dir_ = std::move(*fd);
+    STRATA_TRY(sys::setxattr(s.dir_.get(), "", kAclDefaultXattr, *acl, 0));
+    return s;
+  }
+  StagingDir(StagingDir&& o) noexcept : work_(o.work_), name_(std::exchange(o.name_, {})), dir_(std::move(o.dir_)) {}
+  StagingDir& operator=(StagingDir&&) = delete;
+  ~StagingDir() {
+    if (!name_.empty()) ::unlinkat(work_, name_.c_str(), AT_REMOVEDIR);
+  }
+  int fd() const { return dir_ ? dir_.get() : work_; }
+
+ private:
+  explicit StagingDir(int work) : work_(work) {}
+  int work_;
+  std::string name_;
+  UniqueFd dir_;
+};
 
 int empty_flag(const std::string& name) { return name.empty() ? AT_EMPTY_PATH : 0; }
 
@@ -498,9 +531,11 @@ Status Overlay::fix_owner(int dirfd, const char* name, const NodePtr& parent, Ca
   if (!st) return fail(st.error());
   if (st->st_uid != who.uid || st->st_gid != gid)
     if (::fchownat(dirfd, name, who.uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return fail_errno();
-  // chown clears setuid/setgid, and mkdir ignores S_ISGID: set the exact mode last.
-  if (!is_link && (mode & 07000) && (st->st_mode & 07777) != (mode & 07777))
-    if (::fchmodat(dirfd, name, mode & 07777, 0) < 0) return fail_errno();
+  // chown clears setuid/setgid, and mkdir ignores S_ISGID: set the set-id bits last, keeping
+  // the permission bits the object was made with (a default ACL may have narrowed them).
+  const mode_t wanted = (st->st_mode & 0777) | (mode & 07000);
+  if (!is_link && (mode & 07000) && (st->st_mode & 07777) != wanted)
+    if (::fchmodat(dirfd, name, wanted, 0) < 0) return fail_errno();
   return {};
 }
 
@@ -525,6 +560,10 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
   const std::string name(name_view);
   const int up = upper_fd_of(*parent);
   const int work = stack_->work_fd();
+  // POSIX: under a default ACL a new object takes its permissions from the ACL (the upper
+  // filesystem does that when we create in the parent) and the umask does not apply.
+  const bool default_acl = !is_link && has_default_acl(up);
+  if (!default_acl && !is_link) mode &= ~who.umask;
   bool over_whiteout = false, over_aufs = false;
   if (auto st = sys::fstatat(up, name.c_str()); st) {
     if (!is_whiteout(*st)) return fail(EEXIST);
@@ -538,7 +577,7 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
     if (!over_aufs && lower_has_name(*stack_, view_of(*parent), name)) return fail(EEXIST);
   }
   if (!over_whiteout) {
-    STRATA_TRY(make(up, name.c_str()));
+    STRATA_TRY(make(up, name.c_str(), mode));
     if (auto r = fix_owner(up, name.c_str(), parent, who, mode, is_link); !r) {
       remove_tree(up, name.c_str());
       return fail(r.error());
@@ -551,21 +590,25 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
       ::unlinkat(up, (std::string(kAufsWhiteoutPrefix) + name).c_str(), 0);
     }
   } else {
-    // Build it in the staging dir, then swap it with the whiteout in one rename.
+    // Build it aside, then swap it with the whiteout in one rename. The workdir hands down no
+    // default ACL: under a parent with one, build it in a staging dir that carries the parent's.
+    auto stage = StagingDir::open(work, default_acl ? up : -1);
+    if (!stage) return fail(stage.error());
+    const int sdir = stage->fd();
     const std::string tmp = staging_name("new");
-    STRATA_TRY(make(work, tmp.c_str()));
+    STRATA_TRY(make(sdir, tmp.c_str(), mode));
     auto undo = [&](int err) -> Result<Entry> {
-      remove_tree(work, tmp.c_str());
+      remove_tree(sdir, tmp.c_str());
       return fail(err);
     };
-    if (auto r = fix_owner(work, tmp.c_str(), parent, who, mode, is_link); !r) return undo(r.error());
+    if (auto r = fix_owner(sdir, tmp.c_str(), parent, who, mode, is_link); !r) return undo(r.error());
     if (is_dir) {
-      auto fd = sys::openat(work, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+      auto fd = sys::openat(sdir, tmp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       if (!fd) return undo(fd.error());
       if (auto r = set_opaque(*stack_, fd->get()); !r) return undo(r.error());
       stats_.opaque_dirs.fetch_add(1, std::memory_order_relaxed);
-      if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) return undo(r.error());
-      ::unlinkat(work, tmp.c_str(), 0);  // the whiteout it replaced
+      if (auto r = sys::renameat2(sdir, tmp.c_str(), up, name.c_str(), RENAME_EXCHANGE); !r) return undo(r.error());
+      ::unlinkat(sdir, tmp.c_str(), 0);  // the whiteout it replaced
       if (tracer_ && tracer_->on(kTraceOpaque)) {
         std::string path = child_path(*parent, name);
         tracer_->emit(kTraceOpaque,
@@ -575,7 +618,7 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
                       {field("path", path), field("upper", stack_->layer(0).path)});
       }
     } else {
-      if (auto r = sys::renameat2(work, tmp.c_str(), up, name.c_str(), 0); !r) return undo(r.error());
+      if (auto r = sys::renameat2(sdir, tmp.c_str(), up, name.c_str(), 0); !r) return undo(r.error());
     }
   }
   return lookup_locked(parent, name);
@@ -584,22 +627,22 @@ Result<Entry> Overlay::create_object(const NodePtr& parent, std::string_view nam
 Result<Entry> Overlay::mknod(const NodePtr& parent, std::string_view name, mode_t mode, dev_t rdev, Caller who) {
   // A 0/0 character device is a whiteout: through the mount it can't be made (as in the kernel).
   if (S_ISCHR(mode) && rdev == 0) return fail(EPERM);
-  return create_object(parent, name, false, who, mode, false, [&](int dirfd, const char* n) -> Status {
-    if (::mknodat(dirfd, n, mode, rdev) < 0) return fail_errno();
+  return create_object(parent, name, false, who, mode, false, [&](int dirfd, const char* n, mode_t m) -> Status {
+    if (::mknodat(dirfd, n, m, rdev) < 0) return fail_errno();
     return {};
   });
 }
 
 Result<Entry> Overlay::mkdir(const NodePtr& parent, std::string_view name, mode_t mode, Caller who) {
-  return create_object(parent, name, true, who, mode | S_IFDIR, false, [&](int dirfd, const char* n) -> Status {
-    if (::mkdirat(dirfd, n, mode & 07777) < 0) return fail_errno();
+  return create_object(parent, name, true, who, mode | S_IFDIR, false, [&](int dirfd, const char* n, mode_t m) -> Status {
+    if (::mkdirat(dirfd, n, m & 07777) < 0) return fail_errno();
     return {};
   });
 }
 
 Result<Entry> Overlay::symlink(const NodePtr& parent, std::string_view name, const std::string& target,
                                Caller who) {
-  return create_object(parent, name, false, who, S_IFLNK | 0777, true, [&](int dirfd, const char* n) -> Status {
+  return create_object(parent, name, false, who, S_IFLNK | 0777, true, [&](int dirfd, const char* n, mode_t) -> Status {
     if (::symlinkat(target.c_str(), dirfd, n) < 0) return fail_errno();
     return {};
   });
@@ -609,8 +652,8 @@ Result<std::pair<Entry, UniqueFd>> Overlay::create(const NodePtr& parent, std::s
                                                     int flags, Caller who) {
   UniqueFd fd;
   int open_flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC)) | O_CREAT | O_EXCL | O_NOFOLLOW;
-  auto entry = create_object(parent, name, false, who, mode | S_IFREG, false, [&](int dirfd, const char* n) -> Status {
-    auto r = sys::openat(dirfd, n, open_flags, mode & 07777);
+  auto entry = create_object(parent, name, false, who, mode | S_IFREG, false, [&](int dirfd, const char* n, mode_t m) -> Status {
+    auto r = sys::openat(dirfd, n, open_flags, m & 07777);
     if (!r) return fail(r.error());
     fd = std::move(*r);
     return {};

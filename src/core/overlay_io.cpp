@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "strata/overlay.h"
+#include "strata/posix_acl.h"
 #include "strata/sys.h"
 #include "strata/whiteout.h"
 
@@ -130,7 +131,14 @@ Result<std::string> Overlay::getxattr(const NodePtr& node, const std::string& at
   if (!stored) return fail(stored.error());
   auto loc = locate(node);
   if (!loc) return fail(loc.error());
-  return sys::getxattr(loc->dirfd, loc->name.c_str(), stored->c_str());
+  auto value = sys::getxattr(loc->dirfd, loc->name.c_str(), stored->c_str());
+  if (value && is_acl_xattr(attr) && (uid_map_.has_ranges() || gid_map_.has_ranges())) {
+    // Named entries carry owners too: show them as the mount shows the files' owners.
+    auto shown = map_acl_ids(*value, [&](uint32_t id) { return uid_map_.shown_by_ranges(id); },
+                             [&](uint32_t id) { return gid_map_.shown_by_ranges(id); });
+    if (shown) return *shown;
+  }
+  return value;
 }
 
 Result<std::vector<std::string>> Overlay::listxattr(const NodePtr& node) {
@@ -158,6 +166,11 @@ Status Overlay::setxattr(const NodePtr& node, const std::string& attr, std::stri
                                            *stored != attr ? fmt::format(" (stored as {})", *stored) : ""),
                   {field("path", path_of(*node)), field("xattr", attr), field("stored_as", *stored)});
   if (loc->layer != 0) return fail(ESTALE);
+  if (is_acl_xattr(attr) && (uid_map_.has_ranges() || gid_map_.has_ranges())) {
+    auto on_disk = map_acl_ids(value, [&](uint32_t id) { return uid_map_.to_disk(id); },
+                               [&](uint32_t id) { return gid_map_.to_disk(id); });
+    if (on_disk) return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), *on_disk, flags);
+  }
   return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), value, flags);
 }
 

@@ -7,6 +7,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -14,6 +17,7 @@
 #include <string>
 
 #include "strata/log.h"
+#include "strata/posix_acl.h"
 #include "strata/trace.h"
 
 #include <fmt/format.h>
@@ -116,7 +120,7 @@ auto with_fd_room(Daemon& d, F&& call) {
 
 Caller caller_of(fuse_req_t req) {
   const struct fuse_ctx* ctx = fuse_req_ctx(req);
-  return Caller{ctx->uid, ctx->gid};
+  return Caller{ctx->uid, ctx->gid, daemon_of(req).umask_from_caller ? (ctx->umask & 0777) : 0};
 }
 
 struct fuse_entry_param entry_param(fuse_req_t req, const Entry& e) {
@@ -165,6 +169,16 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   // setuid/setgid on writes and truncates by non-owners; the kernel does it right (its rules,
   // its credential checks), so leave it to the kernel (found by hardening_perms).
   conn->want &= ~(FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ATOMIC_O_TRUNC);
+  // POSIX ACLs: the kernel checks them (as the kernel overlay does through the real inodes) and
+  // caches them per inode; every change of one comes through us (SETXATTR, or SETATTR of the
+  // mode, which the upper filesystem folds into the ACL), and the kernel drops its cache then.
+  // Inheriting a parent's default ACL is ours: with DONT_MASK the kernel sends the mode without
+  // the umask and the umask beside it (create_object applies it unless a default ACL rules).
+  conn->want &= ~(FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK);
+  if (d.want_acl && (conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+    conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+    d.acl = d.umask_from_caller = true;
+  }
   conn->max_write = 1u << 20;
   if (d.passthrough) d.passthrough->negotiate(conn);
 }
@@ -595,7 +609,12 @@ void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) 
                             : ino == FUSE_ROOT_ID && std::string_view(name) == kLayersXattr
                                 ? Result<std::string>(d.layer_paths)
                                 : d.overlay->getxattr(node_of(req, ino), name);
-    if (!v) return (void)fuse_reply_err(req, v.error());
+    if (!v) {
+      // A layer on a filesystem without ACLs has none: with FUSE_POSIX_ACL the kernel would take
+      // EOPNOTSUPP for an error of every permission check that asks.
+      const bool no_acl = d.acl && v.error() == EOPNOTSUPP && is_acl_xattr(name);
+      return (void)fuse_reply_err(req, no_acl ? ENODATA : v.error());
+    }
     if (size == 0) return (void)fuse_reply_xattr(req, v->size());
     if (v->size() > size) return (void)fuse_reply_err(req, ERANGE);
     fuse_reply_buf(req, v->data(), v->size());
@@ -617,9 +636,53 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   });
 }
 
+// Whether the caller has CAP_FSETID (its effective set in /proc; unreadable counts as yes, which
+// keeps the bit as before rather than clearing it on a guess).
+bool caller_has_fsetid(pid_t pid) {
+  std::FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "re");
+  if (!f) return true;
+  bool capable = true;
+  char line[256];
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, "CapEff:", 7) == 0) {
+      capable = (std::strtoull(line + 7, nullptr, 16) >> 4) & 1;  // CAP_FSETID is bit 4
+      break;
+    }
+  std::fclose(f);
+  return capable;
+}
+
+// The kernel overlay clears setgid when an access ACL is set by a caller outside the file's
+// group and without CAP_FSETID (the mode change an ACL implies must not keep a bit that chmod
+// would drop). The kernel tells a FUSE server so only through FUSE_SETXATTR_ACL_KILL_SGID,
+// which libfuse 3.14 does not pass on: decide here, with the caller's groups.
+bool acl_set_kills_sgid(fuse_req_t req, Daemon& d, const NodePtr& node) {
+  auto st = d.overlay->getattr(node);
+  if (!st || !(st->st_mode & S_ISGID) || !S_ISREG(st->st_mode)) return false;
+  const struct fuse_ctx* ctx = fuse_req_ctx(req);
+  if (ctx->gid == st->st_gid) return false;
+  gid_t groups[256];
+  int n = fuse_req_getgroups(req, 256, groups);
+  for (int i = 0; i < std::min(n, 256); ++i)
+    if (groups[i] == st->st_gid) return false;
+  return !caller_has_fsetid(ctx->pid);
+}
+
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
   guarded(req, "setxattr", [&] {
-    reply_status(req, daemon_of(req).overlay->setxattr(node_of(req, ino), name, std::string_view(value, size), flags));
+    Daemon& d = daemon_of(req);
+    NodePtr node = node_of(req, ino);
+    const bool kill_sgid = d.acl && std::string_view(name) == kAclAccessXattr && acl_set_kills_sgid(req, d, node);
+    auto r = d.overlay->setxattr(node, name, std::string_view(value, size), flags);
+    if (r && kill_sgid) {
+      if (auto st = d.overlay->getattr(node); st && (st->st_mode & S_ISGID)) {
+        AttrChange change;
+        change.mode = true;
+        change.values.st_mode = st->st_mode & ~S_ISGID;
+        if (auto c = d.overlay->setattr(node, change, -1); !c) r = fail(c.error());
+      }
+    }
+    reply_status(req, r);
   });
 }
 

@@ -22,6 +22,11 @@ struct Daemon {
   Passthrough* passthrough = nullptr;
   double timeout = 86400;
   bool volatile_mode = false;
+  bool want_acl = true;  // ask for FUSE_POSIX_ACL (not with -o noacl)
+  // Negotiated in INIT: the kernel enforces and caches POSIX ACLs (FUSE_POSIX_ACL), and leaves
+  // the caller's umask to us (FUSE_DONT_MASK: it must not apply under a default ACL).
+  bool acl = false;
+  bool umask_from_caller = false;
   DaemonCounters counters;
   OpenFiles* open_files = nullptr;
   class FdBudget* fd_budget = nullptr;

@@ -328,6 +328,7 @@ int main(int argc, char** argv) {
   daemon.overlay = &overlay;
   daemon.timeout = opts.timeout;
   daemon.volatile_mode = opts.volatile_mode;
+  daemon.want_acl = opts.acl;
   struct fuse_session* se = fuse_session_new(&args, &fs::lowlevel_ops(), sizeof(fs::lowlevel_ops()), &daemon);
   if (!se) die(fmt::format("options '{}': refused by libfuse", fuse_opts));
   daemon.session = se;

@@ -87,6 +87,15 @@ TEST_CASE("metacopy=on|off sets metadata-only copy-up; anything else is refused"
   CHECK_THAT(r.error(), Catch::Contains("metacopy 'yes'"));
 }
 
+TEST_CASE("ACLs are enforced unless noacl", "[options]") {
+  MountOptions o;
+  REQUIRE(parse_option_string("lowerdir=/l", o));
+  CHECK(o.acl);
+  REQUIRE(parse_option_string("noacl", o));
+  CHECK_FALSE(o.acl);
+  CHECK(o.ignored.empty());
+}
+
 TEST_CASE("fuse-overlayfs and mount(8) options are accepted without effect", "[options]") {
   MountOptions o;
   const char* text =
@@ -96,9 +105,10 @@ TEST_CASE("fuse-overlayfs and mount(8) options are accepted without effect", "[o
   INFO((r ? "" : r.error()));
   REQUIRE(r);
   CHECK(o.lowerdirs == Strings{"/l"});
-  CHECK(o.ignored.size() == 13);
+  CHECK(o.ignored.size() == 12);
   CHECK(std::find(o.ignored.begin(), o.ignored.end(), "plugins=/p.so") != o.ignored.end());
   CHECK(o.fuse_options.empty());
+  CHECK_FALSE(o.acl);  // noacl has an effect: ACLs stay stored but unchecked
 
   SECTION("options libfuse understands are handed through, ro is remembered") {
     REQUIRE(parse_option_string("allow_other,fsname=strata,ro,nosuid", o));
