@@ -23,8 +23,11 @@ merged view and in the upper on disk.
   f  uidmapping/gidmapping: the ids in named entries are mapped like the owners (strata only).
   g  setting an access ACL on a setgid file clears the bit when the owner setting it is outside
      the file's group, and keeps it for a member and for root (CAP_FSETID).
+  h  rootless: with the daemon in a user namespace (unshare -U -r) ACLs can be set, read and
+     inherited (without FUSE_POSIX_ACL the kernel refuses them on such mounts: EOPNOTSUPP).
 """
 
+import json
 import os
 import stat
 import subprocess
@@ -412,7 +415,56 @@ def section_g(s):
         T.umount()
 
 
+# ------------------------------------------------------------------------------------------------
+# h: rootless
+
+
+def rootless_child(root):
+    """Runs inside `unshare -U -r -m --propagation private`: mount, set and read ACLs, print JSON."""
+    L = ml.Layout(root, n_lowers=1)
+    out = {}
+    L.mount_strata_fg([], stderr_path=os.path.join(root, "daemon.stderr"))
+    try:
+        for what, fn in (("setfacl on a lower file", lambda: setfacl("-m", "u:0:r", L.m("f"))),
+                         ("default ACL on a lower dir", lambda: setfacl("-d", "-m", "u:0:rwx", L.m("d"))),
+                         ("create under it", lambda: os.close(os.open(L.m("d/new"), os.O_CREAT | os.O_WRONLY, 0o666)))):
+            try:
+                fn()
+                out[what] = "ok"
+            except OSError as e:
+                out[what] = str(e)
+        out["acl f"] = acl(L.m("f"))
+        out["acl d/new"] = acl(L.m("d/new"))
+    finally:
+        L.umount()
+    print(json.dumps(out))
+
+
+def section_h(s):
+    root = ml.scratch("acl-h")
+    os.chmod(root, 0o755)
+    L = ml.Layout(root, n_lowers=1)
+    L.write(L.l(0), "f", b"f\n", mode=0o644)
+    L.mkdir(L.l(0), "d")
+    cmd = ["unshare", "-U", "-r", "-m", "--propagation", "private",
+           sys.executable, os.path.abspath(__file__), "--rootless-child", root]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    finally:
+        for pid in ml.ov._pids_mentioning(root):  # the daemon, should the child die first
+            os.kill(pid, 9)
+    s.require(r.returncode == 0 and r.stdout.strip(), "the user-namespace child ran",
+              f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    expect_values(s, "ACLs work on a mount made in a user namespace", out, {
+        "setfacl on a lower file": "ok", "default ACL on a lower dir": "ok", "create under it": "ok",
+        "acl f": "user::rw-,user:0:r--,group::r--,mask::r--,other::r--",
+        "acl d/new": "user::rw-,user:0:rwx #effective:rw-,group::r-x #effective:r--,mask::rw-,other::r--"})
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--rootless-child":
+        return rootless_child(sys.argv[2])
     s = ml.start("acl: POSIX ACLs enforced, changed and inherited as on the kernel overlay")
     if not ml.have("setfacl") or not ml.have("getfacl"):
         ml.ov.skip("setfacl/getfacl not installed (Debian package acl; scripts/setup installs it)")
@@ -423,6 +475,7 @@ def main():
     s.run("e: a lower layer without xattrs", section_e, s)
     s.run("f: uidmapping", section_f, s)
     s.run("g: setgid and access ACLs", section_g, s)
+    s.run("h: rootless", section_h, s)
     s.finish()
 
 
