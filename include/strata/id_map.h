@@ -31,7 +31,10 @@ class IdMap {
   bool has_ranges() const { return !ranges_.empty(); }
 
   uint32_t shown(uint32_t disk) const;   // on disk -> as the mount shows it
-  uint32_t shown_by_ranges(uint32_t disk) const;  // the same, without squashing (ids in ACLs)
+  // For the ids in ACL entries: by the ranges only (no squashing), nullopt for an id no range
+  // maps (an entry that must not name the overflow id's owner instead).
+  std::optional<uint32_t> shown_by_ranges(uint32_t disk) const;
+  std::optional<uint32_t> to_disk_by_ranges(uint32_t shown) const;
   uint32_t to_disk(uint32_t shown) const;  // as the caller gave it -> on disk
 
  private:

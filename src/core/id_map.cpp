@@ -36,20 +36,25 @@ std::expected<std::vector<IdRange>, std::string> IdMap::parse(const std::string&
   return ranges;
 }
 
-uint32_t IdMap::shown(uint32_t disk) const { return squash_ ? *squash_ : shown_by_ranges(disk); }
+uint32_t IdMap::shown(uint32_t disk) const {
+  if (squash_) return *squash_;
+  return shown_by_ranges(disk).value_or(kOverflowId);
+}
 
-uint32_t IdMap::shown_by_ranges(uint32_t disk) const {
+std::optional<uint32_t> IdMap::shown_by_ranges(uint32_t disk) const {
   if (ranges_.empty()) return disk;
   for (const auto& r : ranges_)
     if (disk >= r.disk && disk - r.disk < r.length) return r.shown + (disk - r.disk);
-  return kOverflowId;
+  return std::nullopt;
 }
 
-uint32_t IdMap::to_disk(uint32_t shown_id) const {
+uint32_t IdMap::to_disk(uint32_t shown_id) const { return to_disk_by_ranges(shown_id).value_or(kOverflowId); }
+
+std::optional<uint32_t> IdMap::to_disk_by_ranges(uint32_t shown_id) const {
   if (ranges_.empty()) return shown_id;
   for (const auto& r : ranges_)
     if (shown_id >= r.shown && shown_id - r.shown < r.length) return r.disk + (shown_id - r.shown);
-  return kOverflowId;
+  return std::nullopt;
 }
 
 }  // namespace strata

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "strata/fs_util.h"
+#include "strata/posix_acl.h"
 #include "strata/sys.h"
 
 namespace strata {
@@ -134,6 +135,12 @@ std::expected<void, std::string> LayerStack::prepare_workdir() {
   auto work = sys::openat(workdir_.get(), "work", O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   if (!work) return path_error("workdir", workdir_path_ + "/work", work.error());
   work_ = std::move(*work);
+  // Objects are built here before a rename puts them in the upper: a default ACL on work (made
+  // under a parent with one) would be inherited by every copy-up and widen access to it. The
+  // kernel overlay strips both ACLs from its work dir at mount; so do we.
+  for (const char* acl : {kAclDefaultXattr, kAclAccessXattr})
+    if (auto r = sys::removexattr(work_.get(), "", acl); !r && r.error() != ENODATA && r.error() != EOPNOTSUPP)
+      return path_error("workdir", workdir_path_ + "/work", r.error());
   // Anything left here is a copy-up, whiteout or removal a crash interrupted: never visible,
   // so removing it completes or undoes that step.
   if (auto r = remove_children(work_.get()); !r)

@@ -135,7 +135,7 @@ Result<std::string> Overlay::getxattr(const NodePtr& node, const std::string& at
   if (value && is_acl_xattr(attr) && (uid_map_.has_ranges() || gid_map_.has_ranges())) {
     // Named entries carry owners too: show them as the mount shows the files' owners.
     auto shown = map_acl_ids(*value, [&](uint32_t id) { return uid_map_.shown_by_ranges(id); },
-                             [&](uint32_t id) { return gid_map_.shown_by_ranges(id); });
+                             [&](uint32_t id) { return gid_map_.shown_by_ranges(id); }, Unmapped::drop);
     if (shown) return *shown;
   }
   return value;
@@ -167,9 +167,11 @@ Status Overlay::setxattr(const NodePtr& node, const std::string& attr, std::stri
                   {field("path", path_of(*node)), field("xattr", attr), field("stored_as", *stored)});
   if (loc->layer != 0) return fail(ESTALE);
   if (is_acl_xattr(attr) && (uid_map_.has_ranges() || gid_map_.has_ranges())) {
-    auto on_disk = map_acl_ids(value, [&](uint32_t id) { return uid_map_.to_disk(id); },
-                               [&](uint32_t id) { return gid_map_.to_disk(id); });
-    if (on_disk) return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), *on_disk, flags);
+    // An entry for an id the mapping does not cover could only be stored as someone else's.
+    auto on_disk = map_acl_ids(value, [&](uint32_t id) { return uid_map_.to_disk_by_ranges(id); },
+                               [&](uint32_t id) { return gid_map_.to_disk_by_ranges(id); }, Unmapped::refuse);
+    if (!on_disk) return fail(EINVAL);
+    return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), *on_disk, flags);
   }
   return sys::setxattr(loc->dirfd, loc->name.c_str(), stored->c_str(), value, flags);
 }

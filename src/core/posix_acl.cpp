@@ -25,15 +25,21 @@ void store32(char* p, uint32_t v) {
 
 bool is_acl_xattr(std::string_view name) { return name == kAclAccessXattr || name == kAclDefaultXattr; }
 
-std::optional<std::string> map_acl_ids(std::string_view value, const IdFn& map_uid, const IdFn& map_gid) {
+std::optional<std::string> map_acl_ids(std::string_view value, const IdFn& map_uid, const IdFn& map_gid,
+                                       Unmapped unmapped) {
   if (value.size() < kHeaderSize || (value.size() - kHeaderSize) % kEntrySize != 0) return std::nullopt;
   if (load32(value.data()) != kAclVersion) return std::nullopt;
-  std::string out(value);
-  for (size_t off = kHeaderSize; off < out.size(); off += kEntrySize) {
-    char* e = out.data() + off;
-    const uint16_t tag = uint16_t(uint8_t(e[0]) | uint8_t(e[1]) << 8);
-    if (tag == kAclUser) store32(e + 4, map_uid(load32(e + 4)));
-    if (tag == kAclGroup) store32(e + 4, map_gid(load32(e + 4)));
+  std::string out(value.substr(0, kHeaderSize));
+  for (size_t off = kHeaderSize; off < value.size(); off += kEntrySize) {
+    std::string entry(value.substr(off, kEntrySize));
+    const uint16_t tag = uint16_t(uint8_t(entry[0]) | uint8_t(entry[1]) << 8);
+    if (tag == kAclUser || tag == kAclGroup) {
+      auto id = (tag == kAclUser ? map_uid : map_gid)(load32(entry.data() + 4));
+      if (!id && unmapped == Unmapped::refuse) return std::nullopt;
+      if (!id) continue;
+      store32(entry.data() + 4, *id);
+    }
+    out += entry;
   }
   return out;
 }

@@ -1,5 +1,6 @@
 #include "fuse_ops.h"
 
+#include "caller_creds.h"
 #include "fd_budget.h"
 
 #include <fcntl.h>
@@ -7,9 +8,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <optional>
@@ -636,36 +634,14 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   });
 }
 
-// Whether the caller has CAP_FSETID (its effective set in /proc; unreadable counts as yes, which
-// keeps the bit as before rather than clearing it on a guess).
-bool caller_has_fsetid(pid_t pid) {
-  std::FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "re");
-  if (!f) return true;
-  bool capable = true;
-  char line[256];
-  while (std::fgets(line, sizeof line, f))
-    if (std::strncmp(line, "CapEff:", 7) == 0) {
-      capable = (std::strtoull(line + 7, nullptr, 16) >> 4) & 1;  // CAP_FSETID is bit 4
-      break;
-    }
-  std::fclose(f);
-  return capable;
-}
-
 // The kernel overlay clears setgid when an access ACL is set by a caller outside the file's
-// group and without CAP_FSETID (the mode change an ACL implies must not keep a bit that chmod
-// would drop). The kernel tells a FUSE server so only through FUSE_SETXATTR_ACL_KILL_SGID,
-// which libfuse 3.14 does not pass on: decide here, with the caller's groups.
+// group and without CAP_FSETID over it (the mode change an ACL implies must not keep a bit that
+// chmod would drop). The kernel tells a FUSE server so only through FUSE_SETXATTR_ACL_KILL_SGID,
+// which libfuse 3.14 does not pass on: decide here.
 bool acl_set_kills_sgid(fuse_req_t req, Daemon& d, const NodePtr& node) {
   auto st = d.overlay->getattr(node);
-  if (!st || !(st->st_mode & S_ISGID) || !S_ISREG(st->st_mode)) return false;
-  const struct fuse_ctx* ctx = fuse_req_ctx(req);
-  if (ctx->gid == st->st_gid) return false;
-  gid_t groups[256];
-  int n = fuse_req_getgroups(req, 256, groups);
-  for (int i = 0; i < std::min(n, 256); ++i)
-    if (groups[i] == st->st_gid) return false;
-  return !caller_has_fsetid(ctx->pid);
+  if (!st || !(st->st_mode & S_ISGID) || caller_in_group(req, st->st_gid)) return false;
+  return !caller_has_fsetid_over(fuse_req_ctx(req)->pid, st->st_uid, st->st_gid);
 }
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {

@@ -20,11 +20,16 @@ merged view and in the upper on disk.
      the umask itself.
   e  a lower layer on a filesystem without xattrs (ramfs): access by mode as before, no errors
      from the ACL lookups the kernel makes.
-  f  uidmapping/gidmapping: the ids in named entries are mapped like the owners (strata only).
-  g  setting an access ACL on a setgid file clears the bit when the owner setting it is outside
-     the file's group, and keeps it for a member and for root (CAP_FSETID).
+  f  uidmapping/gidmapping: the ids in named entries are mapped like the owners (strata only); an
+     entry for an id outside the mapping is not shown (never as the overflow id), and one cannot
+     be set (EINVAL).
+  g  setting an access ACL on a setgid file or dir clears the bit when the owner setting it is
+     outside the file's group, also as root of a user namespace of its own (CAP_FSETID there is
+     not CAP_FSETID over a file whose group it does not map), and keeps it for a member and root.
   h  rootless: with the daemon in a user namespace (unshare -U -r) ACLs can be set, read and
      inherited (without FUSE_POSIX_ACL the kernel refuses them on such mounts: EOPNOTSUPP).
+  i  a workdir made under a default ACL passes nothing on: copy-ups are built there (the kernel
+     strips the work dir's ACLs at mount, and so does strata-fs).
 """
 
 import json
@@ -357,6 +362,8 @@ SHIFT = 100000
 def build_f(L):
     p = mkfile(L, "mapped", 0o640, uid=SHIFT + ALICE, gid=SHIFT + ALICE)
     setfacl("-m", f"u:{SHIFT + BOB}:r", p)
+    # an entry for a disk id outside the mapping: it must not show as the overflow id's
+    setfacl("-m", f"u:{SHIFT - 1}:r", mkfile(L, "unmapped", 0o640, uid=SHIFT + ALICE, gid=SHIFT + ALICE))
 
 
 def section_f(s):
@@ -372,7 +379,15 @@ def section_f(s):
         setfacl("-m", f"u:{CAROL}:r", L.m("mapped"))
         o["carol read after setfacl"] = user_op(CAROL, [CAROL], hl.read_file, L.m("mapped"))
         o["acl in upper"] = acl(L.u("mapped"))
+        o["acl of unmapped"] = acl(L.m("unmapped"))
+        o["nobody reads unmapped"] = user_op(65534, [65534], hl.read_file, L.m("unmapped"))
+        r = subprocess.run(["setfacl", "-m", "u:70000:r", L.m("mapped")], capture_output=True, text=True)
+        o["setfacl for an unmapped id"] = "ok" if r.returncode == 0 else r.stderr.strip().split(": ")[-1]
+        o["acl after"] = acl(L.m("mapped"))
         expect_values(s, "named entries are mapped like owners", o, {
+            "acl of unmapped": "user::rw-,group::r--,mask::r--,other::---", "nobody reads unmapped": "EACCES",
+            "setfacl for an unmapped id": "Invalid argument",
+            "acl after": f"user::rw-,user:{BOB}:r--,user:{CAROL}:r--,group::r--,mask::r--,other::---",
             "owner": (ALICE, ALICE), "acl": f"user::rw-,user:{BOB}:r--,group::r--,mask::r--,other::---",
             "bob read": "ok", "carol read": "EACCES", "carol read after setfacl": "ok",
             "acl in upper": f"user::rw-,user:{SHIFT + BOB}:r--,user:{SHIFT + CAROL}:r--,group::r--,mask::r--,other::---"})
@@ -384,22 +399,39 @@ def section_f(s):
 # g: setgid and access ACLs
 
 
+G_NAMES = ("outsider", "member", "by_root", "outsider_dir", "userns_root")
+
+
 def build_g(L):
-    for name in ("outsider", "member", "by_root"):
-        mkfile(L, name, 0o2775, uid=ALICE, gid=TEAM)
+    for name in G_NAMES:
+        if name.endswith("_dir"):
+            p = L.mkdir(L.l(0), name, 0o2775)
+            os.chown(p, ALICE, TEAM)
+            os.chmod(p, 0o2775)
+        else:
+            mkfile(L, name, 0o2775, uid=ALICE, gid=TEAM)
 
 
 def change_g(L):
     def set_acl(path):
         setfacl("-m", f"u:{BOB}:r", path)
+
+    def set_acl_as_userns_root(path):
+        # root of a user namespace of ALICE's own: CAP_FSETID there, but not over a file whose
+        # group that namespace does not map (the kernel's capable_wrt_inode_uidgid)
+        # (u:0 inside is ALICE: an id the namespace maps)
+        r = subprocess.run(["unshare", "-r", "setfacl", "-m", "u:0:r", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise OSError(f"unshare -r setfacl: {r.stderr.strip()}")
     return {"outsider": user_op(ALICE, [ALICE], set_acl, L.m("outsider")),
             "member": user_op(ALICE, [ALICE, TEAM], set_acl, L.m("member")),
-            "by_root": hl.call(set_acl, L.m("by_root"))[0]}
+            "by_root": hl.call(set_acl, L.m("by_root"))[0],
+            "outsider_dir": user_op(ALICE, [ALICE], set_acl, L.m("outsider_dir")),
+            "userns_root": user_op(ALICE, [ALICE], set_acl_as_userns_root, L.m("userns_root"))}
 
 
 def observe_g(L):
-    return {f"{n}: {where}": mode(path) for n in ("outsider", "member", "by_root")
-            for where, path in (("mount", L.m(n)), ("upper", L.u(n)))}
+    return {f"{n}: {where}": mode(path) for n in G_NAMES for where, path in (("mount", L.m(n)), ("upper", L.u(n)))}
 
 
 def section_g(s):
@@ -410,7 +442,41 @@ def section_g(s):
         k, v = T.both(observe_g)
         compare(s, "set-id bits after setting an access ACL", k, v)
         expect_values(s, "setgid cleared only for an owner outside the group", v, {
-            "outsider: mount": "0775", "outsider: upper": "0775", "member: mount": "2775", "by_root: mount": "2775"})
+            "outsider: mount": "0775", "outsider: upper": "0775", "member: mount": "2775", "by_root: mount": "2775",
+            "outsider_dir: mount": "0775", "userns_root: mount": "0775"})
+    finally:
+        T.umount()
+
+
+# ------------------------------------------------------------------------------------------------
+# i: a workdir under a default ACL
+
+
+def build_i(L):
+    setfacl("-d", "-m", f"u:{BOB}:rwx", L.work)  # as if the workdir were made under such a dir
+    mkfile(L, "private", 0o640, uid=ALICE, gid=ALICE)
+    L.mkdir(L.l(0), "open", 0o777)
+
+
+def observe_i(L):
+    os.utime(L.m("private"))  # copy-up through the workdir
+    def alice_creates():
+        os.umask(0o077)
+        os.close(os.open(L.m("open/new"), os.O_CREAT | os.O_WRONLY, 0o666))
+    return {"bob reads the copied-up file": user_op(BOB, [BOB], hl.read_file, L.m("private")),
+            "acl of the copy": acl(L.u("private")), "alice creates": user_op(ALICE, [ALICE], alice_creates),
+            "mode of new": mode(L.m("open/new")), "acl of the copied-up dir": acl(L.u("open")),
+            "bob reads new": user_op(BOB, [BOB], hl.read_file, L.m("open/new"))}
+
+
+def section_i(s):
+    T = Twin("i", build_i).mount()
+    try:
+        k, v = T.both(observe_i)
+        compare(s, "copy-ups under a workdir with a default ACL", k, v)
+        expect_values(s, "the workdir's ACL reaches nothing", v, {
+            "bob reads the copied-up file": "EACCES", "acl of the copy": "user::rw-,group::r--,other::---",
+            "mode of new": "0600", "bob reads new": "EACCES"})
     finally:
         T.umount()
 
@@ -476,6 +542,7 @@ def main():
     s.run("f: uidmapping", section_f, s)
     s.run("g: setgid and access ACLs", section_g, s)
     s.run("h: rootless", section_h, s)
+    s.run("i: a workdir under a default ACL", section_i, s)
     s.finish()
 
 
