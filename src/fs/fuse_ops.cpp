@@ -8,6 +8,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <cstring>
 #include <new>
 #include <optional>
@@ -198,16 +200,30 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   });
 }
 
+// When the kernel has forgotten most of the nodes it held (memory pressure, drop_caches, the end
+// of a big walk), give the freed memory back: free() keeps it for reuse otherwise, and a daemon
+// that walked a large tree once would hold that much for the rest of its life.
+void trim_after_forgets(Daemon& d) {
+  const size_t held = d.overlay->table().size();
+  size_t peak = d.nodes_peak.load(std::memory_order_relaxed);
+  while (held > peak && !d.nodes_peak.compare_exchange_weak(peak, held, std::memory_order_relaxed)) {
+  }
+  if (peak >= kTrimMinNodes && held < peak / 4 && d.nodes_peak.compare_exchange_strong(peak, held)) ::malloc_trim(0);
+}
+
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  if (ino != FUSE_ROOT_ID) daemon_of(req).overlay->forget(reinterpret_cast<Node*>(ino), nlookup);
+  Daemon& d = daemon_of(req);
+  if (ino != FUSE_ROOT_ID) d.overlay->forget(reinterpret_cast<Node*>(ino), nlookup);
   fuse_reply_none(req);
+  trim_after_forgets(d);
 }
 
 void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data* forgets) {
+  Daemon& d = daemon_of(req);
   for (size_t i = 0; i < count; ++i)
-    if (forgets[i].ino != FUSE_ROOT_ID)
-      daemon_of(req).overlay->forget(reinterpret_cast<Node*>(forgets[i].ino), forgets[i].nlookup);
+    if (forgets[i].ino != FUSE_ROOT_ID) d.overlay->forget(reinterpret_cast<Node*>(forgets[i].ino), forgets[i].nlookup);
   fuse_reply_none(req);
+  trim_after_forgets(d);
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {

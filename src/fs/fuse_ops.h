@@ -16,6 +16,9 @@
 
 namespace strata::fs {
 
+// Below this many nodes held at the peak, a trim would give back too little to be worth it.
+inline constexpr size_t kTrimMinNodes = 20000;
+
 struct Daemon {
   Overlay* overlay = nullptr;
   struct fuse_session* session = nullptr;
@@ -28,6 +31,8 @@ struct Daemon {
   bool acl = false;
   bool umask_from_caller = false;
   DaemonCounters counters;
+  // Most nodes held since memory was last given back (see trim_after_forgets).
+  std::atomic<size_t> nodes_peak{0};
   OpenFiles* open_files = nullptr;
   class FdBudget* fd_budget = nullptr;
   // The real directories this mount reads and writes (layers and workdir), one per line: the

@@ -3,6 +3,7 @@
 // `strata-fs SOURCE MOUNTPOINT -o OPTIONS` form that mount.fuse3 produces.
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
@@ -256,6 +257,11 @@ class SummaryThread {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // One malloc arena. Nodes outlive the request that made them and are freed by whichever worker
+  // handles the FORGET; with glibc's arena per thread that memory scatters over up to 8 arenas
+  // per core and the daemon grows with every walk of a big tree (measured on 100k files: 32 MiB
+  // after the first walk, 44 MiB after the fourth; with one arena 32 MiB each time).
+  ::mallopt(M_ARENA_MAX, 1);
   CommandLine cl = parse_command_line(argc, argv);
   MountOptions& opts = cl.opts;
 
