@@ -75,7 +75,7 @@ def section_a(s, L):
     s.expect(left < 200, f"after drop_caches it holds almost none ({left})")
     walk(L)
     again = nodes(L)
-    s.expect_eq(again, held, "a second walk makes the same nodes again")
+    s.expect(again >= FILES, f"a second walk makes them again ({again}; {held} the first time)")
     drop(L, below=200)
 
 
@@ -92,7 +92,8 @@ def section_b(s, L):
     first = rss_kib(pid)
     dropped = []
     for _ in range(3):
-        drop(L, below=200)
+        left = drop(L, below=200)
+        s.require(left < 200, f"the kernel dropped the nodes before the measurement ({left} left after 20 s)")
         dropped.append(rss_kib(pid))
         walk(L)
     last = rss_kib(pid)
