@@ -120,7 +120,7 @@ auto with_fd_room(Daemon& d, F&& call) {
 
 Caller caller_of(fuse_req_t req) {
   const struct fuse_ctx* ctx = fuse_req_ctx(req);
-  return Caller{ctx->uid, ctx->gid, daemon_of(req).umask_from_caller ? (ctx->umask & 0777) : 0};
+  return Caller{ctx->uid, ctx->gid, daemon_of(req).acl ? (ctx->umask & 0777) : 0};
 }
 
 struct fuse_entry_param entry_param(fuse_req_t req, const Entry& e) {
@@ -177,7 +177,7 @@ void op_init(void* userdata, struct fuse_conn_info* conn) {
   conn->want &= ~(FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK);
   if (d.want_acl && (conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
     conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
-    d.acl = d.umask_from_caller = true;
+    d.acl = true;
   }
   conn->max_write = 1u << 20;
   if (d.passthrough) d.passthrough->negotiate(conn);

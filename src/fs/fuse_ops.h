@@ -27,9 +27,8 @@ struct Daemon {
   bool volatile_mode = false;
   bool want_acl = true;  // ask for FUSE_POSIX_ACL (not with -o noacl)
   // Negotiated in INIT: the kernel enforces and caches POSIX ACLs (FUSE_POSIX_ACL), and leaves
-  // the caller's umask to us (FUSE_DONT_MASK: it must not apply under a default ACL).
+  // the caller's umask to us (FUSE_DONT_MASK, asked with it: it must not apply under a default ACL).
   bool acl = false;
-  bool umask_from_caller = false;
   DaemonCounters counters;
   // Most nodes held since memory was last given back (see trim_after_forgets).
   std::atomic<size_t> nodes_peak{0};
